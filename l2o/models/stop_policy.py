@@ -1,0 +1,45 @@
+"""The stopping policy: one MLP shared over steps, giving a stop logit per step."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class StopPolicyConfig:
+    """:param int in_features: size F of the per-step features.
+    :param list hidden: hidden layer widths (paper: 256-128-16)."""
+
+    in_features: int
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 16])
+
+    def __post_init__(self):
+        if self.in_features < 1 or any(h < 1 for h in self.hidden):
+            raise ValueError(f"policy sizes must be positive: {self.in_features}, {self.hidden}")
+
+
+class StopPolicy(nn.Module):
+    """MLP with ReLUs: features (..., F) -> stop logits (...); ``sigmoid`` is ``pi_t``.
+
+    The sigmoid is the probability of STOPPING (the paper's ``pi``), not of
+    continuing as in the released LISTA code.
+    """
+
+    def __init__(self, config: StopPolicyConfig):
+        super().__init__()
+        self.config = config
+        sizes = [config.in_features, *config.hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features).squeeze(-1)
+
+    def describe(self) -> dict:
+        return asdict(self.config)

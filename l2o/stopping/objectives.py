@@ -1,0 +1,108 @@
+"""Losses that train the predictive model: Stage I (oracle) and the joint objective.
+
+All functions take per-step losses ``l_t`` of shape (B, K) and return a scalar
+(mean over the batch). Names follow the paper (Chen et al., 2020, Sec. 3-4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from l2o.stopping.distribution import entropy
+from l2o.stopping.oracle import check_beta, oracle_log_distribution, oracle_logits
+
+STAGE1_LOSSES = ("full", "sampled", "no_entropy")
+
+
+def soft_min_loss(losses: Tensor, beta: float, log_prior: Tensor | None = None) -> Tensor:
+    """Stage I ``full``: the joint loss at the oracle, a soft-min over steps.
+
+    .. math:: \\min_q L(\\theta, q) = -\\beta \\log \\sum_t p(t) \\exp(-\\ell_t/\\beta)
+
+    Its gradient is ``sum_t q*_t grad l_t``. Computed with ``logsumexp`` (the
+    released code's ``log(sum(exp))`` underflows).
+
+    :param Tensor losses: (B, K) per-step losses.
+    :return: scalar, mean over the batch.
+
+    >>> round(soft_min_loss(torch.tensor([[0.0, 0.0]]), beta=1.0).item(), 4)
+    -0.6931
+    """
+    logits = oracle_logits(losses, beta, log_prior)
+    return -(check_beta(beta) * torch.logsumexp(logits, dim=1)).mean()
+
+
+def sampled_oracle_loss(
+    losses: Tensor,
+    beta: float,
+    log_prior: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Stage I ``sampled``: draw ``t ~ q*`` (no gradient through the draw), return ``l_t``.
+
+    Unbiased for the gradient of :func:`soft_min_loss`; only the drawn step
+    needs its graph.
+
+    :param Tensor losses: (B, K).
+    :return: scalar, mean over the batch of the drawn steps' losses.
+    """
+    with torch.no_grad():
+        q = oracle_log_distribution(losses.detach(), beta, log_prior).exp()
+        # drawn on the CPU so that a CPU generator gives the same draws on any device
+        idx = torch.multinomial(q.cpu(), 1, generator=generator).to(losses.device)  # (B, 1)
+    return losses.gather(1, idx).mean()
+
+
+def no_entropy_loss(losses: Tensor, beta: float, log_prior: Tensor | None = None) -> Tensor:
+    """Stage I ``no_entropy``: ``sum_t q*_t(theta) l_t`` with the gradient through ``q*`` too.
+
+    >>> round(no_entropy_loss(torch.tensor([[1.0, 1.0]]), beta=1.0).item(), 4)
+    1.0
+    """
+    q = oracle_log_distribution(losses, beta, log_prior).exp()
+    return (q * losses).sum(dim=1).mean()
+
+
+def stage1_loss(
+    name: str,
+    losses: Tensor,
+    beta: float,
+    log_prior: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Dispatch on the Stage I loss name (one of :data:`STAGE1_LOSSES`)."""
+    if name == "full":
+        return soft_min_loss(losses, beta, log_prior)
+    if name == "sampled":
+        return sampled_oracle_loss(losses, beta, log_prior, generator)
+    if name == "no_entropy":
+        return no_entropy_loss(losses, beta, log_prior)
+    raise ValueError(f"unknown Stage I loss {name!r}; choose one of {STAGE1_LOSSES}")
+
+
+def joint_objective(
+    losses: Tensor, log_q: Tensor, beta: float, log_prior: Tensor | None = None
+) -> Tensor:
+    """The joint loss ``L(theta, q_phi) = E_{t~q} l_t - beta H(q)`` (Stage III and AEVB).
+
+    With a prior ``p(t)`` the entropy term becomes ``beta KL(q || p)``. The
+    expectation is exact (a sum over the K steps), so gradients reach both the
+    model (through ``l_t``) and the policy (through ``q``).
+
+    :param Tensor losses: (B, K) per-step losses.
+    :param Tensor log_q: (B, K) the policy's ``log q_phi(t)``.
+    :return: scalar, mean over the batch.
+
+    >>> lq = torch.log(torch.tensor([[0.5, 0.5]]))
+    >>> round(joint_objective(torch.tensor([[1.0, 3.0]]), lq, beta=1.0).item(), 4)
+    1.3069
+    """
+    beta = check_beta(beta)
+    q = log_q.exp()
+    expected = (q * losses).sum(dim=1)
+    if log_prior is None:
+        reg = -entropy(log_q)
+    else:
+        reg = (q * (log_q - log_prior)).sum(dim=1)
+    return (expected + beta * reg).mean()

@@ -1,0 +1,107 @@
+"""The sparse-recovery task: LISTA states, squared-error loss, policy features, NMSE."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2o.models.lista import LISTA, LISTAConfig
+from l2o.tasks.base import StoppingTask
+
+
+class SparseRecoveryTask(StoppingTask):
+    """Recover sparse ``x*`` from ``y = A x* + noise``.
+
+    Batches hold ``y`` (B, m), ``x`` (B, n) (the label ``x*``) and ``snr`` (B,).
+    The per-step loss is the summed squared error ``||x_t - x*||^2`` (the
+    oracle's beta is set on this scale). Policy features are
+    ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` (2m + n + 2 values).
+    """
+
+    name = "sparse_recovery"
+
+    def __init__(
+        self,
+        A: Tensor,
+        snr_db: list[float],
+        sparsity: float,
+        train_set: dict[str, Tensor] | None = None,
+    ):
+        self.A = A  # (m, n)
+        self.m, self.n = A.shape
+        self.snr_db = torch.as_tensor(snr_db, dtype=torch.float32)
+        self.sparsity = float(sparsity)
+        self.train_set = train_set
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], snr_db, sparsity, device="cpu"):
+        A = torch.from_numpy(arrays["A"]).to(device)
+        train = None
+        if "train_y" in arrays:
+            train = {
+                "y": torch.from_numpy(arrays["train_y"]),
+                "x": torch.from_numpy(arrays["train_x"]),
+                "snr": torch.from_numpy(arrays["train_snr"]),
+            }
+        return cls(A, snr_db, sparsity, train)
+
+    def to(self, device) -> "SparseRecoveryTask":
+        self.A = self.A.to(device)
+        return self
+
+    # -- model ---------------------------------------------------------------
+    def build_model(self, model_config: dict) -> LISTA:
+        cfg = LISTAConfig(m=self.m, n=self.n, **model_config)
+        return LISTA(cfg, self.A.cpu()).to(self.A.device)
+
+    def model_inputs(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["y"]
+
+    # -- losses and metric ---------------------------------------------------
+    def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Summed squared error per step: states (K, B, n) -> (B, K)."""
+        return squared_error(states, batch["x"]).T
+
+    def policy_in_features(self) -> int:
+        return 2 * self.m + self.n + 2
+
+    def policy_features(self, batch, states, steps, num_steps):
+        """``[y, y - A x_t, x_t, t/T, 1 - t/T]``: states (K, B, n) -> (K, B, 2m+n+2)."""
+        K, B, _ = states.shape
+        y = batch["y"].unsqueeze(0).expand(K, B, self.m)
+        residual = y - states @ self.A.T
+        pos = (steps.to(states) / num_steps).view(K, 1, 1).expand(K, B, 1)
+        return torch.cat([y, residual, states, pos, 1.0 - pos], dim=2)
+
+    # -- data ----------------------------------------------------------------
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Fresh examples (CPU, from ``generator``), or rows of the fixed training set."""
+        if self.train_set is not None:
+            idx = torch.randint(len(self.train_set["y"]), (batch_size,), generator=generator)
+            return {k: v[idx] for k, v in self.train_set.items()}
+        A = self.A.cpu()
+        support = torch.rand(batch_size, self.n, generator=generator) < self.sparsity
+        x = torch.randn(batch_size, self.n, generator=generator) * support
+        level = torch.randint(len(self.snr_db), (batch_size,), generator=generator)
+        snr = self.snr_db[level]
+        clean = x @ A.T
+        noise_std = clean.std(dim=1, correction=0, keepdim=True) * 10.0 ** (-snr[:, None] / 20.0)
+        y = clean + noise_std * torch.randn(batch_size, self.m, generator=generator)
+        return {"y": y, "x": x, "snr": snr}
+
+
+def squared_error(states: Tensor, target: Tensor) -> Tensor:
+    """``||x_t - x*||^2`` summed over the signal: (..., B, n), (B, n) -> (..., B)."""
+    return (states - target).pow(2).sum(dim=-1)
+
+
+def nmse_db(squared_errors: Tensor | np.ndarray, target_energy: Tensor | np.ndarray) -> float:
+    """The paper's NMSE in dB: ratio of means, ``10 log10(mean ||x - x*||^2 / mean ||x*||^2)``.
+
+    >>> nmse_db(np.array([1.0, 3.0]), np.array([10.0, 30.0]))
+    -10.0
+    """
+    se = float(np.mean(np.asarray(squared_errors, dtype=np.float64)))
+    energy = float(np.mean(np.asarray(target_energy, dtype=np.float64)))
+    return float(10.0 * np.log10(se / energy))

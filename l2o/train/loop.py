@@ -1,0 +1,209 @@
+"""The training loop shared by every stage: Adam, validation every N steps,
+best-on-validation selection, and resumable checkpoints.
+
+A checkpoint (``<work_dir>/last.pt``) is written atomically at every
+validation; if the process is killed and started again with the same
+fingerprint (stage config + inputs) training continues from it, with the
+data RNG restored, so the result equals an uninterrupted run. The stage
+deletes the work dir once its final output is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from l2o.io import save_torch_atomic
+
+log = logging.getLogger("l2o")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings of one stage (Adam)."""
+
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    val_every: int = 100
+
+    def __post_init__(self):
+        for key in ("iterations", "batch_size", "val_every"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def take_fields(cls, section: dict, where: str):
+    """Build dataclass ``cls`` from the keys of ``section`` it declares; unknown keys raise."""
+    names = set(cls.__dataclass_fields__)
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
+    try:
+        return cls(**section)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
+
+
+def split_optim(section: dict) -> tuple[OptimConfig, dict]:
+    """Split a stage section into its optimisation settings and the rest."""
+    names = set(OptimConfig.__dataclass_fields__)
+    optim = {k: v for k, v in section.items() if k in names}
+    rest = {k: v for k, v in section.items() if k not in names}
+    return OptimConfig(**optim), rest
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_iteration: int
+    history: list[dict]
+    seconds: float
+
+
+def fit(
+    *,
+    stage: str,
+    modules: dict[str, nn.Module],
+    optim: OptimConfig,
+    loss_fn: Callable[[dict[str, Tensor]], Tensor],
+    sample_batch: Callable[[torch.Generator], dict[str, Tensor]],
+    validate: Callable[[], dict[str, float]],
+    score_key: str,
+    work_dir: Path,
+    fingerprint: str,
+    generator: torch.Generator,
+    tracker=None,
+    progress: bool = True,
+) -> FitResult:
+    """Train the parameters of ``modules`` that require grad; keep the best on validation.
+
+    :param loss_fn: batch -> scalar loss.
+    :param sample_batch: generator -> batch (CPU); moved to the modules' device here.
+    :param validate: () -> metrics dict; ``metrics[score_key]`` is minimised.
+    :return: the best score and its iteration, the history; ``modules`` hold the best state.
+    """
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{stage}: nothing to train")
+    device = params[0].device
+    opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    ckpt_path = Path(work_dir) / "last.pt"
+    start, history, best, elapsed = 0, [], None, 0.0
+
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            for name, mod in modules.items():
+                mod.load_state_dict(state["modules"][name])
+            opt.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            start, history, best = state["iteration"], state["history"], state["best"]
+            elapsed = state.get("seconds", 0.0)
+            log.info("%s: resumed from %s at iteration %d", stage, ckpt_path, start)
+        else:
+            log.warning("%s: ignoring checkpoint %s from another configuration", stage, ckpt_path)
+
+    def evaluate(iteration: int, train_loss: float | None) -> None:
+        nonlocal best
+        for mod in modules.values():
+            mod.eval()
+        metrics = validate()
+        for mod in modules.values():
+            mod.train()
+        score = metrics[score_key]
+        if not math.isfinite(score):
+            raise FloatingPointError(f"{stage}: validation {score_key} is {score} at iteration {iteration}")
+        row = {"iteration": iteration, "train_loss": train_loss, **metrics}
+        history.append(row)
+        if best is None or score < best["score"]:
+            best = {
+                "score": score,
+                "iteration": iteration,
+                "modules": {n: copy.deepcopy(m.state_dict()) for n, m in modules.items()},
+            }
+        if tracker is not None:
+            tracker.log_metrics(
+                {k: v for k, v in row.items() if k != "iteration" and v is not None}, step=iteration
+            )
+        log.info("%s it %d: %s", stage, iteration, {k: round(v, 4) for k, v in row.items() if v is not None})
+
+    t0 = time.perf_counter() - elapsed
+    if start == 0 and not history:
+        evaluate(0, None)  # the untrained start, for reference
+
+    running, count = 0.0, 0
+    bar = _progress(range(start + 1, optim.iterations + 1), stage, start, optim.iterations, progress)
+    for mod in modules.values():
+        mod.train()
+    for it in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in sample_batch(generator).items()}
+        loss = loss_fn(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{stage}: training loss is {loss.item()} at iteration {it}; "
+                f"lower {stage}.lr or check the data"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        count += 1
+        if it % optim.val_every == 0 or it == optim.iterations:
+            evaluate(it, running / count)
+            running, count = 0.0, 0
+            save_torch_atomic(
+                {
+                    "fingerprint": fingerprint,
+                    "iteration": it,
+                    "modules": {n: m.state_dict() for n, m in modules.items()},
+                    "optimizer": opt.state_dict(),
+                    "generator": generator.get_state(),
+                    "history": history,
+                    "best": best,
+                    "seconds": time.perf_counter() - t0,
+                },
+                ckpt_path,
+            )
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix({score_key: f"{history[-1][score_key]:.3f}"})
+
+    for name, mod in modules.items():
+        mod.load_state_dict(best["modules"][name])
+        mod.eval()
+    return FitResult(best["score"], best["iteration"], history, time.perf_counter() - t0)
+
+
+def clear_work_dir(work_dir: Path) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _progress(iterable, stage, start, total, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable,
+        desc=stage,
+        initial=start,
+        total=total,
+        file=sys.stderr,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        dynamic_ncols=True,
+    )
