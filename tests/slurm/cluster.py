@@ -16,8 +16,10 @@ Layout:
   foreground, so there are no daemon-side log files).
 * ``workdir/mysql``: a fresh MariaDB data directory (server runs as root,
   TCP on 127.0.0.1 only, on a free port), so accounting starts empty.
-* ``workdir/pids.json``: the PIDs, for a manual clean-up if the test process
-  itself was killed.
+* ``workdir/pids.json`` and ``/run/slurm/l2o-cluster-pids.json``: the PIDs
+  (with their kernel start times).  If the process that started a cluster was
+  killed before ``stop()``, the next ``start_cluster`` stops those daemons by
+  these recorded PIDs (only if PID and start time still match).
 * SLURM state (owned by the ``slurm`` user, which may not be able to reach a
   0700 pytest tmp dir) lives in ``/var/lib/slurm/{slurmctld,slurmd}`` and is
   wiped at every start.
@@ -56,6 +58,7 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 SLURM_STATE = Path("/var/lib/slurm")
 SLURM_RUN = Path("/run/slurm")
 MUNGE_RUN = Path("/run/munge")
+PID_RECORD = SLURM_RUN / "l2o-cluster-pids.json"
 
 SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
@@ -181,6 +184,47 @@ def _write(path: Path, text: str, user: str = "root", mode: int = 0o644) -> None
     tmp.replace(path)
 
 
+def _proc_starttime(pid: int) -> int | None:
+    """Kernel start time (clock ticks since boot) of ``pid``, None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22; the command name (field 2) may contain spaces: split after ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def reap_stale(timeout: float = 15) -> dict[str, int]:
+    """Stop daemons recorded by an earlier start whose owner never called
+    ``stop()`` (e.g. the test process was killed).  Only PIDs whose start time
+    still matches the record are signalled.  Returns {daemon: pid} stopped."""
+    try:
+        record = json.loads(PID_RECORD.read_text())
+    except (OSError, ValueError):
+        return {}
+    alive = {
+        name: pid for name, (pid, start) in record.items()
+        if start is not None and _proc_starttime(pid) == start
+    }
+    for name in reversed(list(alive)):
+        pid = alive[name]
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while _proc_starttime(pid) == record[name][1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _proc_starttime(pid) == record[name][1]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            time.sleep(0.5)
+    PID_RECORD.unlink(missing_ok=True)
+    return alive
+
+
 # --------------------------------------------------------------------------
 # installation
 
@@ -251,6 +295,11 @@ class SlurmCluster:
     account: str = ACCOUNT
     cluster_name: str = CLUSTER_NAME
     mysql_port: int = 0
+    # slurmctld/slurmd bound to 127.0.0.1 (else 0.0.0.0); slurmdbd 22.05 has
+    # no bind option and always listens on 0.0.0.0:6819 (munge-authenticated)
+    loopback_bind: bool = False
+    # stale daemons of an earlier, never-stopped cluster, stopped at start
+    reaped: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     install_seconds: float = 0.0
@@ -291,7 +340,12 @@ class SlurmCluster:
                 env=_env(), cwd="/", start_new_session=True, **kw,
             )
         self.procs[name] = proc
-        (self.workdir / "pids.json").write_text(json.dumps(self.pids, indent=1))
+        record = json.dumps(
+            {n: [p.pid, _proc_starttime(p.pid)] for n, p in self.procs.items()},
+            indent=1,
+        )
+        (self.workdir / "pids.json").write_text(record)
+        PID_RECORD.write_text(record)
 
     def _wait(self, what: str, check, timeout: float, daemons=()) -> None:
         """Poll ``check()`` (truthy = ready) until ``timeout``; fail fast if
@@ -360,6 +414,8 @@ class SlurmCluster:
                     pass
             codes[name] = proc.poll()
         still = [n for n, p in self.procs.items() if p.poll() is None]
+        if not still:
+            PID_RECORD.unlink(missing_ok=True)
         if still:
             raise ClusterError(f"daemons still alive after SIGKILL: {still}")
         return codes
@@ -394,7 +450,23 @@ def _node_line() -> tuple[str, str]:
     return nodename, " ".join(f"{k}={v}" for k, v in fields.items())
 
 
-def _slurm_conf(nodename: str, node_line: str) -> str:
+def _resolves_to_loopback(name: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(i[4][0].startswith("127.") for i in infos)
+
+
+def _slurm_conf(nodename: str, node_line: str, loopback_bind: bool) -> str:
+    # NoCtldInAddrAny/NoInAddrAny make slurmctld/slurmd bind to the address
+    # the host name resolves to instead of 0.0.0.0; only safe when that is a
+    # loopback address (otherwise slurmd would not answer on NodeAddr).
+    comm = (
+        "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny"
+        if loopback_bind
+        else "# CommunicationParameters: host name does not resolve to 127.x, binding 0.0.0.0"
+    )
     return f"""{MARKER}
 # Single-node test cluster on loopback. Regenerated at every start.
 ClusterName={CLUSTER_NAME}
@@ -426,7 +498,7 @@ AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-CommunicationParameters=NoInAddrAny
+{comm}
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
@@ -472,6 +544,7 @@ def start_cluster(workdir: Path, timeout: float = 60) -> SlurmCluster:
     ok, reason = cluster_available()
     if not ok:
         raise ClusterError(reason)
+    reaped = reap_stale()
     busy = [p for p in (SLURMCTLD_PORT, SLURMD_PORT, SLURMDBD_PORT) if not _port_free(p)]
     if busy:
         raise ClusterError(
@@ -488,6 +561,7 @@ def start_cluster(workdir: Path, timeout: float = 60) -> SlurmCluster:
     nodename, node_line = _node_line()
     cluster = SlurmCluster(workdir=workdir, nodename=nodename)
     cluster.install_seconds = round(install_seconds, 2)
+    cluster.reaped = reaped
     try:
         _start(cluster, node_line, timeout)
     except BaseException as e:
@@ -524,7 +598,9 @@ def _start(c: SlurmCluster, node_line: str, timeout: float) -> None:
 
     c.mysql_port = _free_port()
     password = secrets.token_hex(12)
-    _write(SLURM_CONF, _slurm_conf(c.nodename, node_line), "root", 0o644)
+    c.loopback_bind = _resolves_to_loopback(c.nodename)
+    _write(SLURM_CONF, _slurm_conf(c.nodename, node_line, c.loopback_bind),
+           "root", 0o644)
     _write(SLURMDBD_CONF, _slurmdbd_conf(c.mysql_port, password), "slurm", 0o600)
     (c.workdir / "slurm.conf").write_text(SLURM_CONF.read_text())
     c.timings["configure"] = round(time.monotonic() - t0, 2)

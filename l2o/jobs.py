@@ -1,0 +1,100 @@
+"""Glue between a Snakemake ``script:`` job and the l2o stage functions.
+
+``with snakemake_job(snakemake) as job:`` sends logging and progress bars to
+the rule's ``log:`` file, sets torch's threads from ``threads:``, and opens
+the job's MLflow child run (params = the rule's params, tags = rule,
+wildcards, config hash and the upstream jobs' run ids). The run id is written
+to ``mlflow_run_id.txt`` beside the job's first output (not a declared
+output: it never affects what Snakemake re-runs); downstream jobs read it
+from their inputs' folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from l2o.device import set_threads
+from l2o.tracking import config_hash, job_tracker
+
+RUN_ID_FILE = "mlflow_run_id.txt"
+
+
+@dataclass
+class Job:
+    params: dict[str, Any]
+    seed: int
+    threads: int
+    tracker: Any
+    log_path: Path | None
+
+
+def upstream_run_ids(inputs: list[str]) -> dict[str, str]:
+    """``{stage folder: run id}`` from the run-id files beside the job's input files."""
+    out = {}
+    for f in inputs:
+        run_file = Path(f).parent / RUN_ID_FILE
+        if run_file.is_file():
+            out[f"upstream.{Path(f).parent.name}"] = run_file.read_text().strip()
+    return out
+
+
+@contextlib.contextmanager
+def snakemake_job(snakemake) -> Iterator[Job]:
+    log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
+    stream = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    old_stderr = sys.stderr
+    sys.stderr = stream
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    set_threads(snakemake.threads)
+    params = {k: v for k, v in snakemake.params.items()}
+    wildcards = dict(snakemake.wildcards.items())
+    name = snakemake.rule + "".join(f"/{k}={v}" for k, v in wildcards.items())
+    tracker = job_tracker(name)
+    status = "FAILED"
+    try:
+        tracker.set_tags(
+            {"rule": snakemake.rule, "config_hash": config_hash(params),
+             **{f"wildcard.{k}": v for k, v in wildcards.items()},
+             **upstream_run_ids([str(f) for f in snakemake.input])}
+        )
+        tracker.log_params(params)
+        yield Job(params, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
+        status = "FINISHED"
+        if tracker.run_id:
+            (Path(snakemake.output[0]).parent / RUN_ID_FILE).write_text(tracker.run_id + "\n")
+    except BaseException:
+        traceback.print_exc(file=stream)
+        raise
+    finally:
+        stream.flush()
+        if log_path is not None:
+            tracker.log_artifact(log_path)
+        tracker.finish(status)
+        root.removeHandler(handler)
+        sys.stderr = old_stderr
+        if stream is not old_stderr:
+            stream.close()
+
+
+def log_evaluation(tracker, table, curves_path: Path) -> None:
+    """Final test metrics (mixed) and per-step NMSE curves (``step = t``) of an evaluation job."""
+    import json
+
+    mixed = table[table.condition == "mixed"]
+    tracker.log_metrics({f"test.{m}.{k}": v for m, k, v in zip(mixed.method, mixed.metric, mixed.value)})
+    curves = json.loads(Path(curves_path).read_text())
+    for method, info in curves.items():
+        if isinstance(info, dict):
+            for t, value in enumerate(info.get("nmse_db_per_step", []), start=1):
+                tracker.log_metrics({f"nmse_db_per_step.{method}": value}, step=t)
+    tracker.log_artifact(curves_path)

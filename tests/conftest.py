@@ -1,0 +1,46 @@
+"""Shared fixtures: a seeded torch RNG and a tiny sparse-recovery problem on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from l2o.tasks.sparse_recovery.data import ProblemConfig, load_problem, write_problem
+
+TINY_PROBLEM = dict(m=20, n=40, n_val_per_snr=50, n_test_per_snr=50, extra_test_snr_db=[10.0])
+
+
+@dataclass(frozen=True)
+class TinyProblem:
+    """The session's tiny problem file, its config, JSON sidecar and loaded arrays."""
+
+    path: Path
+    config: ProblemConfig
+    meta: dict
+    arrays: dict[str, np.ndarray]
+    data_hash: str
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    """A CPU torch generator seeded 0 (fresh per test)."""
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_problem(tmp_path_factory) -> TinyProblem:
+    """``ProblemConfig(m=20, n=40, 50 val/test per SNR, extra test at 10 dB)`` written once."""
+    config = ProblemConfig(**TINY_PROBLEM)
+    path = tmp_path_factory.mktemp("tiny_problem") / "problem.npz"
+    meta = write_problem(config, path)
+    arrays, data_hash = load_problem(path)
+    return TinyProblem(path, config, meta, arrays, data_hash)
+
+
+@pytest.fixture(scope="session")
+def tiny_problem_path(tiny_problem) -> Path:
+    return tiny_problem.path

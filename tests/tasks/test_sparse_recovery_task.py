@@ -1,0 +1,134 @@
+"""The sparse-recovery task: losses, policy features, sampling, NMSE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from l2o.models.lista import LISTA
+from l2o.tasks.base import select_rows
+from l2o.tasks.sparse_recovery.task import SparseRecoveryTask, nmse_db, squared_error
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def task(tiny_problem):
+    return SparseRecoveryTask.from_arrays(tiny_problem.arrays, [20.0, 30.0, 40.0], 0.1)
+
+
+def test_from_arrays(task, tiny_problem):
+    assert (task.m, task.n) == (20, 40)
+    assert torch.equal(task.A, torch.from_numpy(tiny_problem.arrays["A"]))
+    assert task.train_set is None
+    assert task.policy_in_features() == 2 * 20 + 40 + 2
+    assert task.name == "sparse_recovery"
+
+
+def test_step_losses_hand_case():
+    task = SparseRecoveryTask(torch.eye(2), [20.0], 0.5)
+    states = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, -1.0]]])  # (K=2, B=2, n=2)
+    batch = {"y": torch.zeros(2, 2), "x": torch.tensor([[1.0, 1.0], [0.0, 1.0]])}
+    losses = task.step_losses(states, batch)
+    # example 0: step 1 |(0,-1)|^2 = 1, step 2 |(0,1)|^2 = 1; example 1: 1, then 9 + 4 = 13
+    assert torch.equal(losses, torch.tensor([[1.0, 1.0], [1.0, 13.0]]))
+    assert torch.equal(squared_error(states, batch["x"]), losses.T)
+
+
+def test_policy_features_hand_case():
+    A = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]])  # m = 2, n = 3
+    task = SparseRecoveryTask(A, [20.0], 0.5)
+    y = torch.tensor([[1.0, 1.0]])
+    x1 = torch.tensor([[1.0, 0.0, 0.0]])
+    x3 = torch.tensor([[0.0, 1.0, 1.0]])
+    states = torch.stack([x1, x3])  # steps 1 and 3 of T = 4
+    feats = task.policy_features({"y": y, "x": torch.full((1, 3), 9.0)}, states, torch.tensor([1, 3]), 4)
+    assert feats.shape == (2, 1, 2 * 2 + 3 + 2)
+    # [y, y - A x_t, x_t, t/T, 1 - t/T]
+    expected0 = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.25, 0.75]  # A x1 = (1, 0)
+    expected1 = [1.0, 1.0, -1.0, 1.0, 0.0, 1.0, 1.0, 0.75, 0.25]  # A x3 = (2, 0)
+    assert torch.equal(feats[0, 0], torch.tensor(expected0))
+    assert torch.equal(feats[1, 0], torch.tensor(expected1))
+
+
+def test_policy_features_do_not_see_the_label(task, tiny_problem, rng):
+    batch = task.sample_batch(8, rng)
+    states = torch.randn(3, 8, 40, generator=rng)
+    steps = torch.tensor([2, 4, 5])
+    f1 = task.policy_features(batch, states, steps, 5)
+    f2 = task.policy_features({**batch, "x": torch.zeros_like(batch["x"])}, states, steps, 5)
+    assert torch.equal(f1, f2)
+    assert f1.shape == (3, 8, task.policy_in_features())
+
+
+def test_build_model_is_lista_at_ista(task):
+    model = task.build_model({"T": 3, "L": 4.0})
+    assert isinstance(model, LISTA) and model.num_steps == 3
+    assert torch.allclose(model.W1[0], task.A.T / 4.0)
+    with pytest.raises(ValueError, match="T must be"):
+        task.build_model({"T": 1})
+
+
+def test_sample_batch_shapes_and_determinism(task):
+    a = task.sample_batch(16, torch.Generator().manual_seed(3))
+    b = task.sample_batch(16, torch.Generator().manual_seed(3))
+    c = task.sample_batch(16, torch.Generator().manual_seed(4))
+    assert a["y"].shape == (16, 20) and a["x"].shape == (16, 40) and a["snr"].shape == (16,)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["x"], c["x"])
+    assert set(a["snr"].tolist()) <= {20.0, 30.0, 40.0}
+
+
+def test_sample_batch_statistics(task):
+    """Fresh batches follow the problem: sparsity 0.1 (binomial, 5 std), all three SNR
+    levels about equally often, y - A x at the drawn SNR (block-mean within 1 dB: per-example
+    std ~ 8.69/sqrt(2*20) = 1.4 dB and bias ~ +0.46 dB at m = 20, 1300+ examples per level)."""
+    N = 4000
+    batch = task.sample_batch(N, torch.Generator().manual_seed(0))
+    frac = (batch["x"] != 0).double().mean().item()
+    assert abs(frac - 0.1) < 5 * math.sqrt(0.09 / (N * 40))
+    counts = torch.bincount((batch["snr"] / 10 - 2).long(), minlength=3).double() / N
+    assert ((counts - 1 / 3).abs() < 5 * math.sqrt(2 / 9 / N)).all()
+    clean = batch["x"].double() @ task.A.double().T
+    noise = batch["y"].double() - clean
+    keep = clean.std(dim=1) > 0
+    measured = 20 * torch.log10(clean.std(dim=1) / noise.std(dim=1))
+    for level in (20.0, 30.0, 40.0):
+        sel = keep & (batch["snr"] == level)
+        assert abs(measured[sel].mean().item() - level) < 1.0
+
+
+def test_sample_batch_from_fixed_training_set(tiny_problem):
+    train = {"y": torch.arange(10.0).view(5, 2), "x": torch.arange(15.0).view(5, 3),
+             "snr": torch.tensor([20.0, 30.0, 40.0, 20.0, 30.0])}
+    task = SparseRecoveryTask(torch.ones(2, 3), [20.0, 30.0, 40.0], 0.1, train_set=train)
+    batch = task.sample_batch(7, torch.Generator().manual_seed(0))
+    assert batch["y"].shape == (7, 2)
+    rows = (batch["y"][:, 0] / 2).long()
+    assert torch.equal(batch["x"], train["x"][rows]) and torch.equal(batch["snr"], train["snr"][rows])
+
+
+def test_select_rows():
+    batch = {"a": torch.arange(4), "b": torch.arange(8).view(4, 2)}
+    sub = select_rows(batch, torch.tensor([True, False, True, False]))
+    assert torch.equal(sub["a"], torch.tensor([0, 2])) and torch.equal(sub["b"], torch.tensor([[0, 1], [4, 5]]))
+
+
+def test_nmse_db_is_ratio_of_means():
+    assert nmse_db(np.array([1.0, 3.0]), np.array([10.0, 30.0])) == pytest.approx(-10.0)
+    # not the mean of per-example dB: (1/1, 1/100) -> ratio of means 2/101
+    assert nmse_db(np.array([1.0, 1.0]), np.array([1.0, 100.0])) == pytest.approx(10 * math.log10(2 / 101))
+    assert nmse_db(torch.tensor([2.0]), torch.tensor([2.0])) == pytest.approx(0.0)
+
+
+def test_ista_init_nmse_is_finite_on_val(task, tiny_problem):
+    model = task.build_model({"T": 5})
+    y = torch.from_numpy(tiny_problem.arrays["val_y"])
+    x = torch.from_numpy(tiny_problem.arrays["val_x"])
+    with torch.no_grad():
+        se = task.step_losses(model(y), {"y": y, "x": x})
+    db = nmse_db(se[:, -1].numpy(), x.pow(2).sum(dim=1).numpy())
+    assert math.isfinite(db) and db < 0  # better than predicting zero

@@ -1,0 +1,104 @@
+# Helpers (no rules): config validation, per-stage parameters and sources,
+# the list of final outputs, and the MLflow parent run of this invocation.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+REPO = Path(workflow.basedir)
+PKG = REPO / "l2o"
+SEEDS = [int(s) for s in config["seeds"]]
+ENV = "../../envs/l2o.yaml"
+
+# l2o source files each stage depends on: an edit re-runs that stage (and what follows), nothing else.
+STAGE_SOURCES = {
+    "data": ["tasks/sparse_recovery/data.py", "io.py"],
+    "classical": ["algorithms/ista.py", "algorithms/grid_search.py", "evaluate.py"],
+    "baseline": ["train/baseline.py", "train/loop.py", "train/common.py", "models/lista.py",
+                 "tasks/sparse_recovery/task.py", "checkpoints.py"],
+    "stage1": ["train/stage1.py", "train/loop.py", "train/common.py", "models/lista.py",
+               "stopping/objectives.py", "stopping/oracle.py", "tasks/sparse_recovery/task.py",
+               "checkpoints.py"],
+    "stage2": ["train/stage2.py", "train/loop.py", "train/common.py", "models/stop_policy.py",
+               "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
+               "stopping/oracle.py", "checkpoints.py"],
+    "finetune": ["train/finetune.py", "train/joint.py", "train/loop.py", "train/common.py",
+                 "stopping/objectives.py", "stopping/distribution.py", "checkpoints.py"],
+    "aevb": ["train/aevb.py", "train/joint.py", "train/loop.py", "train/common.py",
+             "stopping/objectives.py", "stopping/distribution.py", "models/stop_policy.py",
+             "models/lista.py", "checkpoints.py"],
+    "evaluate": ["evaluate.py", "stopping/inference.py", "stopping/distribution.py"],
+    "report": ["report.py"],
+}
+
+
+def stage_sources(stage):
+    """The l2o source files of a stage (declared as inputs, so edits trigger reruns)."""
+    return [str(PKG / f) for f in STAGE_SOURCES[stage]]
+
+
+def section(name):
+    """A config section as a plain dict: the stage's params (tracked by repr for reruns)."""
+    return dict(config[name])
+
+
+def is_activated(name):
+    return bool(config[name]["enabled"])
+
+
+def stage_model(stage, seed="{seed}"):
+    return f"results/seed{seed}/{stage}/model.pt"
+
+
+def stage1_inputs(wildcards):
+    inputs = {"data": "results/data/problem.npz", "code": stage_sources("stage1")}
+    if config["stage1"]["init"] == "baseline":
+        inputs["init"] = stage_model("baseline", wildcards.seed)
+    return inputs
+
+
+def evaluation_inputs(wildcards):
+    models = {"lista": stage_model("baseline", wildcards.seed),
+              "lista_stop": stage_model("stage2", wildcards.seed)}
+    if is_activated("finetune"):
+        models["lista_stop_ft"] = stage_model("finetune", wildcards.seed)
+    if is_activated("aevb"):
+        models["aevb"] = stage_model("aevb", wildcards.seed)
+    return models
+
+
+def report_config():
+    """What the report shows of the config (all but tracking, which never re-runs anything)."""
+    return {k: v for k, v in config.items() if k != "tracking"}
+
+
+def final_outputs():
+    return ["results/summary.csv", "results/report.md", "results/report.html"]
+
+
+onstart:
+    if config["tracking"]["enabled"]:
+        from l2o.tracking import config_hash, start_parent_run
+
+        run_id = start_parent_run(
+            config["tracking"]["experiment"],
+            run_name="snakemake",
+            tags={"config_hash": config_hash(report_config()), "workdir": str(Path.cwd())},
+        )
+        print(f"MLflow parent run {run_id}")
+
+
+onsuccess:
+    if config["tracking"]["enabled"]:
+        from l2o.tracking import end_parent_run
+
+        end_parent_run("FINISHED")
+
+
+onerror:
+    if config["tracking"]["enabled"]:
+        from l2o.tracking import end_parent_run
+
+        end_parent_run("FAILED")

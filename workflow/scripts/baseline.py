@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from l2o.jobs import snakemake_job
+from l2o.train import baseline
+
+with snakemake_job(snakemake) as job:
+    summary = baseline.run(data=Path(snakemake.input.data), out=Path(snakemake.output.model),
+                           seed=job.seed, tracker=job.tracker, **job.params)
+    job.tracker.log_metrics(summary)
