@@ -58,6 +58,8 @@ def predict_early_exit(
     T = model.num_steps
     if candidate_steps[-1] != T:
         raise ValueError(f"the last candidate step must be T={T}, got {candidate_steps}")
+    if any(a >= b for a, b in zip(candidate_steps[:-1], candidate_steps[1:])):
+        raise ValueError(f"candidate steps must increase, got {candidate_steps}")
     inputs = task.model_inputs(batch)
     B = inputs.shape[0]
     active = torch.arange(B, device=inputs.device)

@@ -104,5 +104,6 @@ def joint_objective(
     if log_prior is None:
         reg = -entropy(log_q)
     else:
-        reg = (q * (log_q - log_prior)).sum(dim=1)
+        kl_terms = q * (log_q - log_prior)
+        reg = torch.where(q > 0, kl_terms, torch.zeros_like(kl_terms)).sum(dim=1)  # 0 log 0 = 0
     return (expected + beta * reg).mean()

@@ -112,7 +112,7 @@ def fit(
             for name, mod in modules.items():
                 mod.load_state_dict(state["modules"][name])
             opt.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
+            generator.set_state(state["generator"].cpu())  # map_location moved it
             start, history, best = state["iteration"], state["history"], state["best"]
             elapsed = state.get("seconds", 0.0)
             log.info("%s: resumed from %s at iteration %d", stage, ckpt_path, start)

@@ -70,6 +70,12 @@ def run(
             raise ValueError("stage1.init is 'baseline' but no baseline checkpoint was given (--init)")
         ckpt = load_checkpoint(init, "predictive", ctx.data_hash)
         net = build_model(task, ckpt, init, ctx.device)
+        wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
+        if ckpt["model_args"] != wanted:
+            raise ValueError(
+                f"baseline checkpoint {init} has model {ckpt['model_args']}, "
+                f"but config section 'model' says {wanted}"
+            )
         init_hash = file_digest(init)
     else:
         net = task.build_model(model)

@@ -720,8 +720,8 @@ if __name__ == "__main__":  # manual use: python tests/slurm/cluster.py DIR
                     help="keep the cluster up this many seconds (0: until Ctrl-C)")
     args = ap.parse_args()
     cl = start_cluster(args.workdir)
-    print(f"cluster up in {cl.start_seconds}s; pids {cl.pids}; timings {cl.timings}",
-          flush=True)
+    print(f"cluster up in {cl.start_seconds}s (install {cl.install_seconds}s); "
+          f"pids {cl.pids}; timings {cl.timings}", flush=True)
     try:
         if args.hold > 0:
             time.sleep(args.hold)

@@ -10,12 +10,7 @@ import pytest
 from .cluster import ClusterError, cluster_available, start_cluster
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "slurm: needs a real single-node SLURM (root, apt-get); "
-        "skipped where unavailable unless CI=true",
-    )
+# the `slurm` marker is registered in pyproject.toml ([tool.pytest.ini_options])
 
 
 def _in_ci() -> bool:

@@ -119,7 +119,7 @@ def test_soft_min_parameter_gradient_is_oracle_weighted_step_gradients(rng):
 def test_sampled_value_is_a_drawn_step_loss():
     losses = torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]], dtype=F64)
     g = torch.Generator().manual_seed(0)
-    vals = {round(sampled_oracle_loss(losses, 2.0, generator=g).item(), 9) for _ in range(200)}
+    vals = {round(sampled_oracle_loss(losses, 2.0, generator=g).item(), 9) for _ in range(50)}
     possible = {round((a + b) / 2, 9) for a in (1.0, 2.0, 3.0) for b in (10.0, 20.0, 30.0)}
     assert vals <= possible and len(vals) > 1
 

@@ -212,6 +212,27 @@ def test_load_mismatched_shapes(tmp_path, tiny_problem, key, bad):
         load_problem(path)
 
 
+@pytest.mark.parametrize("missing", ["extra_x", "extra_snr"])
+def test_load_optional_split_lacking_arrays(tmp_path, tiny_problem, missing):
+    # an optional split (extra, train) present with only some of its arrays
+    path = tmp_path / f"no_{missing}.npz"
+    np.savez(path, **{k: v for k, v in tiny_problem.arrays.items() if k != missing})
+    with pytest.raises(ValueError, match=rf"no_{missing}\.npz.*{missing}"):
+        load_problem(path)
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("val_snr", lambda a: a["val_snr"][:-1]),  # one SNR label short
+    ("test_snr", lambda a: np.concatenate([a["test_snr"], a["test_snr"]])),
+    ("A", lambda a: a["A"].ravel()),  # A not a matrix
+])
+def test_load_mismatched_labels_and_matrix(tmp_path, tiny_problem, key, bad):
+    path = tmp_path / "mismatch.npz"
+    np.savez(path, **{**tiny_problem.arrays, key: bad(tiny_problem.arrays)})
+    with pytest.raises(ValueError, match=r"mismatch\.npz"):
+        load_problem(path)
+
+
 @pytest.mark.parametrize("field, value", [("m", 0), ("cond", 0.5), ("sparsity", 0.0),
                                           ("sparsity", 1.5), ("snr_db", []), ("train_examples", -1)])
 def test_problem_config_validation(field, value):

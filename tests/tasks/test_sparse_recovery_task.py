@@ -54,7 +54,7 @@ def test_policy_features_hand_case():
     assert torch.equal(feats[1, 0], torch.tensor(expected1))
 
 
-def test_policy_features_do_not_see_the_label(task, tiny_problem, rng):
+def test_policy_features_do_not_see_the_label(task, rng):
     batch = task.sample_batch(8, rng)
     states = torch.randn(3, 8, 40, generator=rng)
     steps = torch.tensor([2, 4, 5])
@@ -101,7 +101,7 @@ def test_sample_batch_statistics(task):
         assert abs(measured[sel].mean().item() - level) < 1.0
 
 
-def test_sample_batch_from_fixed_training_set(tiny_problem):
+def test_sample_batch_from_fixed_training_set():
     train = {"y": torch.arange(10.0).view(5, 2), "x": torch.arange(15.0).view(5, 3),
              "snr": torch.tensor([20.0, 30.0, 40.0, 20.0, 30.0])}
     task = SparseRecoveryTask(torch.ones(2, 3), [20.0, 30.0, 40.0], 0.1, train_set=train)

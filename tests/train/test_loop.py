@@ -228,3 +228,26 @@ def test_split_optim():
     optim, rest = split_optim({"iterations": 2, "batch_size": 3, "lr": 0.1, "loss": "map"})
     assert optim == OptimConfig(iterations=2, batch_size=3, lr=0.1)
     assert rest == {"loss": "map"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_equals_uninterrupted_run(tmp_path):
+    """Modules on the GPU, data generator on the CPU: the checkpoint is loaded with
+    ``map_location=<cuda>``, which must not move the CPU generator's state off the CPU."""
+    def on_cuda(init_seed=0):
+        return make_model(init_seed).cuda()
+
+    global VAL  # validate() reads the module-level validation set
+    saved_val = VAL
+    VAL = {k: v.cuda() for k, v in saved_val.items()}
+    try:
+        reference = on_cuda()
+        ref = run_fit(reference, tmp_path / "ref")
+        with pytest.raises(Killed):
+            run_fit(on_cuda(), tmp_path / "w", kill_at=13)
+        resumed = on_cuda(init_seed=5)
+        res = run_fit(resumed, tmp_path / "w")
+    finally:
+        VAL = saved_val
+    assert state_equal(resumed, reference)
+    assert res.history == ref.history

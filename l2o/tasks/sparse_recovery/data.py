@@ -49,6 +49,8 @@ class ProblemConfig:
             raise ValueError(f"problem.sparsity must be in (0, 1], got {self.sparsity}")
         if not self.snr_db:
             raise ValueError("problem.snr_db must list at least one SNR level")
+        if self.n_val_per_snr < 1 or self.n_test_per_snr < 1:
+            raise ValueError("problem.n_val_per_snr and problem.n_test_per_snr must be >= 1")
         if self.train_examples < 0:
             raise ValueError("problem.train_examples must be >= 0 (0 = fresh examples)")
 
@@ -154,15 +156,21 @@ def load_problem(path: Path) -> tuple[dict[str, np.ndarray], str]:
     missing = [k for k in SPLITS_REQUIRED if k not in arrays]
     if missing:
         raise ValueError(f"problem file {path} lacks arrays {missing}")
+    if arrays["A"].ndim != 2:
+        raise ValueError(f"problem file {path}: A must be 2-D, got shape {arrays['A'].shape}")
     m, n = arrays["A"].shape
     for split in ("val", "test", "train", "extra"):
-        if f"{split}_y" not in arrays:
+        present = [f"{split}_{k}" for k in ("y", "x", "snr") if f"{split}_{k}" in arrays]
+        if not present:
             continue
-        y, x = arrays[f"{split}_y"], arrays[f"{split}_x"]
-        if y.ndim != 2 or y.shape[1] != m or x.shape != (y.shape[0], n):
+        if len(present) != 3:
+            lacking = [f"{split}_{k}" for k in ("y", "x", "snr") if f"{split}_{k}" not in arrays]
+            raise ValueError(f"problem file {path}: split {split!r} lacks {lacking}")
+        y, x, snr = arrays[f"{split}_y"], arrays[f"{split}_x"], arrays[f"{split}_snr"]
+        if y.ndim != 2 or y.shape[1] != m or x.shape != (y.shape[0], n) or snr.shape != (y.shape[0],):
             raise ValueError(
-                f"problem file {path}: {split}_y {y.shape} / {split}_x {x.shape} "
-                f"do not match A {arrays['A'].shape}"
+                f"problem file {path}: {split}_y {y.shape} / {split}_x {x.shape} / {split}_snr "
+                f"{snr.shape} do not match A {arrays['A'].shape}"
             )
     return arrays, content_hash(arrays)
 

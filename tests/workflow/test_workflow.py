@@ -1,0 +1,152 @@
+"""End-to-end: the tiny config through Snakemake, MLflow runs, rerun behaviour, schema errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_helpers import copy_workflow, planned_jobs, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+TRAINING_JOBS = {"data", "classical", "baseline", "stage1", "stage2", "finetune", "aevb", "evaluate", "report"}
+
+
+def test_lint_is_clean(tmp_path):
+    work = copy_workflow(tmp_path)
+    proc = run_snakemake(work, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml"])
+def test_dry_run_of_each_config(tmp_path, config):
+    work = copy_workflow(tmp_path, config)
+    jobs = planned_jobs(work)
+    assert {"data", "classical", "baseline", "stage1", "stage2", "evaluate", "report"} <= jobs
+
+
+def test_summary_rows(tiny_run):
+    summary = pd.read_csv(tiny_run / "results/summary.csv")
+    assert list(summary.columns[:5]) == ["task", "method", "condition", "metric", "value"]
+    assert set(summary.task) == {"sparse_recovery"}
+    methods = set(summary.method)
+    assert {"ista_t6", "fista_t6", "ista_t20", "fista_t20", "lista", "lista_stop", "lista_stop_ft", "aevb",
+            "lista_fixed_depth"} <= methods
+    assert {"mixed", "snr20", "snr30", "snr40"} <= set(summary.condition)
+    stop = summary[(summary.method == "lista_stop") & (summary.condition == "mixed")]
+    assert {"nmse_db", "nmse_db_sampled", "nmse_db_expected", "nmse_db_oracle", "mean_stop"} <= set(stop.metric)
+    nmse = stop.set_index("metric").value
+    assert nmse["nmse_db_oracle"] <= nmse["nmse_db"] + 1e-9  # the oracle is an upper bound
+    assert 1 <= nmse["mean_stop"] <= 6
+
+
+def test_report_files(tiny_run):
+    html = (tiny_run / "results/report.html").read_text()
+    assert "Table 2" in html and "data:image/png;base64," in html
+    assert 'src="http' not in html  # self-contained
+    md = (tiny_run / "results/report.md").read_text()
+    assert "Is learning to stop worth it?" in md
+    assert (tiny_run / "results/plots/stop_histogram.png").stat().st_size > 0
+
+
+def test_mlflow_parent_and_child_runs(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("l2o")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert {r.data.tags["rule"] for r in children} == TRAINING_JOBS
+    assert len(children) == len(TRAINING_JOBS)
+    for r in children:
+        assert r.info.status == "FINISHED"
+        assert r.data.params, r.data.tags["rule"]
+        assert "config_hash" in r.data.tags
+    stage2 = next(r for r in children if r.data.tags["rule"] == "stage2")
+    assert "val_nmse_db_expected" in stage2.data.metrics
+    assert stage2.data.tags["upstream.stage1"] == next(
+        r.info.run_id for r in children if r.data.tags["rule"] == "stage1")
+    history = client.get_metric_history(stage2.info.run_id, "val_nmse_db_expected")
+    assert len(history) >= 2  # by step
+    evaluate = next(r for r in children if r.data.tags["rule"] == "evaluate")
+    steps = client.get_metric_history(evaluate.info.run_id, "nmse_db_per_step.lista")
+    assert sorted(m.step for m in steps) == list(range(1, 7))
+
+
+@pytest.fixture
+def rerun_dir(tiny_run, tmp_path):
+    """A copy of the finished tiny run (results and Snakemake metadata) to modify."""
+    work = tmp_path / "rerun"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    return work
+
+
+def test_nothing_changed_runs_nothing(rerun_dir):
+    assert planned_jobs(rerun_dir) == set()
+
+
+def test_stage2_setting_reruns_stage2_and_downstream(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    cfg["stage2"]["lr"] = 0.002
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(rerun_dir) == {"stage2", "finetune", "evaluate", "report"}
+
+
+def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
+    with open(rerun_dir / "l2o/train/stage2.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert planned_jobs(rerun_dir) == {"stage2", "finetune", "evaluate", "report"}
+
+
+def test_report_code_edit_reruns_only_report(rerun_dir):
+    with open(rerun_dir / "l2o/report.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert planned_jobs(rerun_dir) == {"report"}
+
+
+def test_disabling_finetune_drops_it(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    cfg["finetune"]["enabled"] = False
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(rerun_dir)
+    assert "finetune" not in jobs and "stage2" not in jobs and "evaluate" in jobs
+
+
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"stage2": {"lrr": 0.1}}, "lrr"),  # unknown key
+        ({"model": {"T": "twenty"}}, "twenty"),  # wrong type
+        ({"model": {"T": 1}}, "T"),  # out of range
+        ({"stage1": {"beta": 0.0}}, "beta"),  # beta <= 0
+        ({"stage2": {"loss": "kl"}}, "loss"),  # unknown loss
+        ({"seeds": []}, "seeds"),
+    ],
+)
+def test_schema_rejects_bad_config(tmp_path, patch, needle):
+    work = copy_workflow(tmp_path)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    for section, values in patch.items():
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update(values)
+        else:
+            cfg[section] = values
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(work, "--dry-run", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert needle in out, out[-3000:]
+    assert not (work / "results").exists()
+
+
+def test_unreachable_tracking_server_fails_at_start(tmp_path):
+    work = copy_workflow(tmp_path)
+    proc = run_snakemake(work, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "cannot be reached" in proc.stdout + proc.stderr
+    assert not (work / "results").exists()

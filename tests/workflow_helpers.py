@@ -1,0 +1,56 @@
+"""Fixtures that run the Snakemake workflow on the tiny config in a temp dir.
+
+The workflow files (Snakefile, workflow/, the l2o sources declared as stage
+inputs) are copied into the temp dir, so the rerun tests can edit sources
+without touching the repository; the code that runs is the installed l2o.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def copy_workflow(dest: Path, config: str = "configs/tiny.yaml") -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copytree(REPO / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "l2o", dest / "l2o", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "envs", dest / "envs")
+    shutil.copytree(REPO / "configs", dest / "configs")
+    shutil.copy(REPO / config, dest / "config.yaml")
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600, check=True):
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", **(env or {})}
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> set[str]:
+    """Rules of the jobs a dry run would execute (from ``--summary``-independent dry-run stats)."""
+    proc = run_snakemake(workdir, "--dry-run", "--quiet", "rules", *args)
+    jobs = set()
+    table = False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            table = True
+            continue
+        if table and len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "all"):
+            jobs.add(parts[0])
+    return jobs
