@@ -102,3 +102,26 @@ onerror:
         from l2o.tracking import end_parent_run
 
         end_parent_run("FAILED")
+
+
+SITE_PLACEHOLDER = "CHANGE_ME"
+
+
+def check_site_settings():
+    """Stop before any job when a cluster profile's site settings are still placeholders."""
+    settings = workflow.resource_settings
+    places = []
+    groups = [("default-resources", settings.default_resources)]
+    groups += [(f"set-resources.{rule}", res) for rule, res in (settings.overwrite_resources or {}).items()]
+    for where, resources in groups:
+        for key, resource in (resources or {}).items():
+            if SITE_PLACEHOLDER in str(getattr(resource, "raw", resource)):
+                places.append(f"{where}: {key}")
+    if places:
+        raise ValueError(
+            f"the profile's site settings are still {SITE_PLACEHOLDER}: {'; '.join(places)}. "
+            "Set your SLURM account and partition in the profile (or pass --default-resources)."
+        )
+
+
+check_site_settings()
