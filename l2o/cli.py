@@ -200,5 +200,19 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
     elif args.command == "report":
         from l2o.report import build_report
 
-        print(build_report(results=args.results, config=cfg))
+        r = args.results
+        seeds = cfg.get("seeds", [0])
+        build_report(
+            tables=[r / f"seed{s}/evaluation/metrics.csv" for s in seeds],
+            curves=[r / f"seed{s}/evaluation/curves.json" for s in seeds],
+            classical=r / "classical/metrics.csv",
+            classical_info=r / "classical/classical.json",
+            problem_meta=r / "data/problem.json",
+            out_summary=r / "summary.csv",
+            out_markdown=r / "report.md",
+            out_html=r / "report.html",
+            out_plots=r / "plots",
+            config={k: v for k, v in cfg.items() if k != "tracking"},
+        )
+        print(f"wrote {r / 'report.html'}, {r / 'report.md'} and {r / 'summary.csv'}")
     return 0

@@ -1,0 +1,33 @@
+# One-command entry points. `make run`: set up and run the default experiment;
+# `make test`: set up and run the tests. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch by default; on a GPU machine use e.g. TORCH="torch==2.13.0" from your CUDA index.
+TORCH ?= torch==2.13.0
+CORES ?= 2
+
+.PHONY: setup run test test-fast bench report-open clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	touch $@
+
+run: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES)
+
+test: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest
+
+test-fast: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -m "not slurm and not workflow"
+
+bench: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench.run
+
+clean:
+	rm -rf results logs benchmarks .snakemake mlflow.db mlartifacts
