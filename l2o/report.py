@@ -338,6 +338,10 @@ def build_report(
             f"examples per SNR. NMSE in dB, ratio of means (the paper's definition); ± is the 95% CI "
             "over seeds (t distribution). The paper's problem is 250×500 trained for 50k-100k iterations; "
             "a different size or budget is not expected to match its numbers.",
+            *([f"Stage I was warm-started from the trained LISTA: the LISTA-stop model had "
+               f"{config['baseline']['iterations']} + {config['stage1']['iterations']} updates, plain LISTA "
+               f"{config['baseline']['iterations']}. Row (e) below therefore mixes the effect of the oracle "
+               "objective with that of longer training."] if config["stage1"].get("init") == "baseline" else []),
         ]),
         ("Findings", ["\n".join(f"- {s}" for s in findings(summary, T))]),
         ("Table 2: NMSE (dB), ours vs the paper", [paper_table(

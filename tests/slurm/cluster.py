@@ -428,6 +428,88 @@ class SlurmCluster:
 
 
 # --------------------------------------------------------------------------
+# small helpers for tests that drive workflows on the cluster
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port()
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """PIDs (zombies excluded) whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # after the ')' closing the command name: state (field 3), ppid, pgrp (field 5)
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop_process_group(pgid: int, timeout: float = 20) -> list[int]:
+    """Stop the process group ``pgid`` (a child started with
+    ``start_new_session=True``, so pgid == its PID, plus everything it
+    spawned that stayed in its group): SIGTERM, wait up to ``timeout`` s,
+    then SIGKILL.  Returns the PIDs still alive afterwards (empty: all gone).
+    The caller still has to ``wait()`` for its own child (a zombie is not
+    counted as alive)."""
+    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        if not process_group_members(pgid):
+            return []
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return []
+        deadline = time.monotonic() + wait_s
+        while process_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return process_group_members(pgid)
+
+
+def job_ids() -> set[str]:
+    """Every job id the cluster knows: in accounting (``sacct``, all users,
+    any age) or in the controller's queue (``squeue``)."""
+    acct = _run(["sacct", "-X", "-a", "-n", "-P", "-o", "JobID", "-S", "2000-01-01"],
+                timeout=30)
+    queue = _run(["squeue", "-h", "-o", "%i"], timeout=30)
+    return set(acct.stdout.split()) | set(queue.stdout.split())
+
+
+def queued_jobs() -> str:
+    """``squeue`` lines of jobs pending/running/completing ('' when none)."""
+    return _run(["squeue", "-h", "-t", "PD,R,CG,CF,S"], timeout=30).stdout.strip()
+
+
+def wait_queue_empty(timeout: float = 60) -> str:
+    """Wait until no job is queued or running; returns what is left ('' when empty)."""
+    deadline = time.monotonic() + timeout
+    left = queued_jobs()
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = queued_jobs()
+    return left
+
+
+def sacct_jobs(ids, fields=("JobID", "JobName", "Account", "Partition", "State",
+                            "Elapsed", "ReqTRES")) -> dict[str, dict[str, str]]:
+    """``{job id: {field: value}}`` from accounting for the given job ids."""
+    ids = sorted(set(map(str, ids)), key=int)
+    if not ids:
+        return {}
+    res = _run(["sacct", "-X", "-a", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(fields)],
+               timeout=30)
+    rows = [dict(zip(fields, line.split("|"))) for line in res.stdout.splitlines() if line]
+    return {row["JobID"]: row for row in rows}
+
+
+# --------------------------------------------------------------------------
 # configuration
 
 

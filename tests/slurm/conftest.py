@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from .cluster import ClusterError, cluster_available, start_cluster
+from .cluster import (
+    ClusterError,
+    cluster_available,
+    free_port,
+    start_cluster,
+    stop_process_group,
+)
 
 
 # the `slurm` marker is registered in pyproject.toml ([tool.pytest.ini_options])
@@ -17,9 +30,10 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A running SlurmCluster for the module; stopped (by PID) afterwards.
+    """A running SlurmCluster, started once per session (shared by every
+    module of tests/slurm) and stopped (by PID) at the end of the session.
 
     Skips with the reason where the cluster cannot run, except in CI
     (CI=true), where that is a failure."""
@@ -45,3 +59,98 @@ def slurm_cluster(tmp_path_factory):
         t1 = time.monotonic()
         codes = cluster.stop()
         print(f"\n[slurm] cluster stop: {time.monotonic() - t1:.1f}s, exit codes {codes}")
+
+
+# --------------------------------------------------------------------------
+# MLflow tracking server (what a cluster run logs to)
+
+MLFLOW_START_TIMEOUT = 120
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    port: int
+    pid: int  # also the process group of the server and its workers
+    workdir: Path
+    log: Path
+    start_seconds: float
+
+
+def _l2o_command() -> list[str]:
+    script = Path(sys.executable).with_name("l2o")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("l2o")
+    return [found] if found else [sys.executable, "-m", "l2o"]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``l2o mlflow-server`` on 127.0.0.1 (free port; sqlite backend and
+    artifact destination in a tmp dir), up and answering ``/health``.
+
+    It runs in its own session: ``mlflow server`` starts uvicorn (and, unless
+    disabled, huey job consumers), so it is stopped by killing the whole
+    process group, and the fixture fails if anything of it survives.  One
+    uvicorn worker and no job execution: the defaults (4 workers, ~8 huey
+    consumers) take ~40 s of the 2-core test machine to start."""
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = workdir / "server.log"
+    cmd = [
+        *_l2o_command(), "mlflow-server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination", str(workdir / "artifacts"),
+    ]
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(MLFLOW_WORKERS="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(var, None)
+    t0 = time.monotonic()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop():
+        left = stop_process_group(proc.pid)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        return left
+
+    try:
+        deadline = t0 + MLFLOW_START_TIMEOUT
+        while not _healthy(uri):
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with rc={proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no /health after {MLFLOW_START_TIMEOUT}s")
+            time.sleep(0.25)
+    except RuntimeError as e:
+        stop()
+        pytest.fail(
+            f"`{' '.join(cmd)}` did not come up: {e}\n"
+            f"{log.read_text(errors='replace')[-4000:]}", pytrace=False,
+        )
+    server = MlflowServer(uri, port, proc.pid, workdir, log, time.monotonic() - t0)
+    print(f"\n[mlflow] server {uri} up in {server.start_seconds:.1f}s (pgid {proc.pid})")
+    try:
+        yield server
+    finally:
+        left = stop()
+        print(f"\n[mlflow] server stopped (rc={proc.returncode}); left alive: {left or 'none'}")
+        assert not left, f"mlflow server processes survived SIGKILL: {left}"

@@ -1,0 +1,150 @@
+"""The benchmark suite at tiny sizes: every measurement runs and the JSON/Markdown have
+the expected structure. No timing is asserted (the values are noise at these sizes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
+    sys.path.insert(0, str(REPO))
+
+from bench import run as bench  # noqa: E402
+
+TINY = bench.Sizes(
+    m=8, n=16, T=4, hidden=(8, 4), batch_baseline=16, batch_stage1=16, batch_stage2=8,
+    test_per_snr=10, val_per_snr=10, infer_batch=10, matmul_n=32, matmul_repeats=2,
+    warmup=1, repeats=2, fista_max_steps=20, fista_val_examples=15,
+    fista_L_grid=(3.0, 5.0), fista_rho_grid=(0.05, 0.1), snakemake_repeats=2,
+)
+FAKE_SNAKEMAKE = {"prepare": lambda dest: {"first_run_s": 0.0},
+                  "command": [sys.executable, "-c", "print('Nothing to be done (all requested files are present)')"]}
+
+
+def idle(interval):
+    return {"other_cores": 0.0, "loadavg_1min": 0.0, "interval_s": interval, "method": "fake"}
+
+
+def busy(interval):
+    return {"other_cores": 1.9, "loadavg_1min": 2.0, "interval_s": interval, "method": "fake"}
+
+
+@pytest.fixture(scope="module")
+def results():
+    opts = bench.Options(in_process=True, load_interval=0.0, quick=True)
+    return bench.run_suite(TINY, opts, sampler=idle, snakemake_kwargs=FAKE_SNAKEMAKE)
+
+
+def test_every_measurement_ran(results):
+    assert results["errors"] == {}
+    assert {"machine", "sizes", "options", "load_checks", "matmul", "training", "inference",
+            "time_to_accuracy", "snakemake", "targets"} <= set(results)
+    assert results["loaded"] is False
+    assert {"cpu_model", "cores_usable", "torch", "torch_threads", "date", "host"} <= set(results["machine"])
+    checked = [c["before"] for c in results["load_checks"]]
+    assert checked[0] == "matmul" and "training:stage1" in checked and "snakemake" in checked
+
+
+def timing_ok(t, repeats=TINY.repeats):
+    return (t["repeats"] == repeats and len(t["samples"]) == repeats
+            and t["min"] <= t["q1"] <= t["median"] <= t["q3"] <= t["max"])
+
+
+def test_training_structure(results):
+    tr = results["training"]
+    for kind in ("baseline", "stage1", "stage2", "stage2_autograd"):
+        r = tr[kind]
+        assert timing_ok(r["timing"])
+        assert r["flops"]["total"] == sum(v for k, v in r["flops"].items() if k != "total")
+        assert r["bound_s"] > 0 and r["ratio_to_bound"] > 0 and r["peak_rss_mib"] > 0
+        assert set(r["phases_median_s"]) == {"sample", "forward", "backward", "optimizer"}
+    assert tr["stage1"]["batch"] == TINY.batch_stage1
+    assert tr["stage2_autograd"]["flops"]["total"] > tr["stage2"]["flops"]["total"]
+    assert tr["stage2_speedup"]["median"] > 0
+
+
+def test_inference_and_time_to_accuracy(results):
+    inf = results["inference"]
+    for name in ("lista", "lista_stop_all_steps", "lista_stop_early_exit"):
+        assert timing_ok(inf[name]["timing"]) and inf[name]["examples_per_s"] > 0
+    assert inf["examples"] == 3 * TINY.test_per_snr
+    assert inf["paths_agree"]  # early exit and compute-everything stop at the same steps
+    assert abs(inf["mean_stop_step"] - TINY.T / 2) < 0.5  # the controlled policy hits its mean
+    assert inf["ideal_speedup"] == pytest.approx(TINY.T / inf["mean_stop_step"])
+    tta = results["time_to_accuracy"]
+    assert timing_ok(tta["fista"]["timing"]) and timing_ok(tta["lista_stop"]["timing"])
+    assert 1 <= tta["fista"]["steps"] <= TINY.fista_max_steps
+    if tta["fista"]["reached"]:
+        assert tta["fista"]["nmse_db"] <= tta["lista_stop"]["nmse_db"] + 1e-9
+    assert len(tta["grid"]) == len(TINY.fista_L_grid) * len(TINY.fista_rho_grid)
+
+
+def test_snakemake_structure(results):
+    sm = results["snakemake"]
+    assert timing_ok(sm["timing"], TINY.snakemake_repeats) and sm["nothing_to_be_done"]
+
+
+def test_targets(results):
+    rows = results["targets"]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["status"] in ("met", "NOT met") and isinstance(row["met"], bool)
+        assert row["value"] is not None
+
+
+def test_written_json_and_markdown(results, tmp_path):
+    json_path, md_path = bench.write_results(results, tmp_path)
+    assert md_path.name == "latest.md" and json_path.suffix == ".json" and "quick" in json_path.name
+    assert json.loads(json_path.read_text())["targets"] == json.loads(json.dumps(results["targets"]))
+    md = md_path.read_text()
+    assert "QUICK RUN" in md and "LOADED" not in md
+    assert "| Target | Measured (median) | Target | Status |" in md
+    for row in results["targets"]:
+        assert row["target"] in md
+    for label in ("Stage I (full loss)", "early exit", "FISTA", "snakemake", "matmul"):
+        assert label in md
+
+
+def test_refuses_on_a_loaded_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "sample_cpu_load", busy)
+    out = tmp_path / "res"
+    assert bench.main(["--quick", "--out", str(out)]) == bench.EXIT_REFUSED
+    assert not out.exists()
+
+
+def test_allow_loaded_marks_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "sample_cpu_load", busy)
+    out = tmp_path / "res"
+    skip = ["--skip", "training", "inference", "time_to_accuracy", "snakemake"]
+    assert bench.main(["--quick", "--allow-loaded", "--out", str(out), *skip]) == 0
+    (json_file,) = out.glob("*.json")
+    data = json.loads(json_file.read_text())
+    assert data["loaded"] is True and data["load_checks"][0]["loaded"] is True
+    assert [r["status"] for r in data["targets"]] == ["not measured"] * 5
+    assert "LOADED MACHINE" in (out / "latest.md").read_text()
+
+
+def test_training_worker_in_a_fresh_process():
+    spec = {"kind": "stage1", "m": 8, "n": 16, "T": 3, "hidden": [4, 4], "batch": 8, "device": "cpu",
+            "seed": 0, "warmup": 1, "repeats": 2, "threads": 1}
+    r = bench.run_training_worker(spec)
+    assert r["fresh_process"] and r["threads"] == 1 and r["peak_rss_mib"] >= r["rss_start_mib"] > 0
+    assert timing_ok(r["timing"], 2)
+
+
+def test_flop_counts():
+    # one step of a 1x1 LISTA, batch 1: y W1 only (x_0 = 0)
+    assert bench.lista_forward_flops(1, 1, 1, 1) == 2
+    f = bench.training_flops("stage1", 4, 3, 5, 2, ())
+    assert f["model_forward"] == 2 * 4 * (2 * 15 + 25)
+    assert f["model_backward"] == 2 * 4 * (2 * 15 + 2 * 25)
+    assert bench.training_flops("baseline", 4, 3, 5, 2, ()) == f
+
+
+def test_cpu_load_sample():
+    s = bench.sample_cpu_load(0.05)
+    assert s["other_cores"] >= 0 and "loadavg_1min" in s
