@@ -7,7 +7,7 @@ early steps. The last step is always a candidate.
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from l2o.checkpoints import save_checkpoint
 from l2o.models.lista import LISTAConfig
 from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.stopping.oracle import check_beta
-from l2o.train.common import fingerprint, load_context
+from l2o.train.common import finish_stage, fingerprint, load_context, work_dir_for
 from l2o.train.joint import train_jointly
-from l2o.train.loop import OptimConfig, clear_work_dir, take_fields
+from l2o.train.loop import OptimConfig, take_fields
 from l2o.train.stage2 import PolicyConfig
 from l2o.tracking import NullTracker
 
@@ -55,7 +54,7 @@ def run(
     torch.manual_seed(seed)
     pol = StopPolicy(StopPolicyConfig(ctx.task.policy_in_features(), list(pcfg.hidden))).to(ctx.device)
     candidates = list(range(1, net.num_steps + 1))
-    work = Path(out).parent / f".{Path(out).name}.work"
+    work = work_dir_for(out)
     result = train_jointly(
         stage="aevb",
         ctx=ctx,
@@ -70,23 +69,7 @@ def run(
         tracker=tracker,
         progress=progress,
     )
-    save_checkpoint(
-        out,
-        kind="stopping",
-        stage="aevb",
-        task=ctx.task.name,
-        model_args=net.describe(),
-        model_state=net.state_dict(),
-        policy_args=pol.describe(),
-        policy_state=pol.state_dict(),
-        candidate_steps=candidates,
-        beta=cfg.beta,
-        config={"model": model, "policy": policy, "aevb": aevb, "seed": seed},
-        data_hash=ctx.data_hash,
-        history=result.history,
-        best_iteration=result.best_iteration,
-        seconds=result.seconds,
-        mlflow_run_id=tracker.run_id,
-    )
-    clear_work_dir(work)
+    finish_stage(out, stage="aevb", ctx=ctx, net=net, policy=pol, result=result, tracker=tracker,
+                 config={"model": model, "policy": policy, "aevb": aevb, "seed": seed},
+                 candidate_steps=candidates, beta=cfg.beta)
     return {"best_val_nmse_db_expected": result.best_score, "seconds": result.seconds}

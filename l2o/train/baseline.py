@@ -12,17 +12,18 @@ from pathlib import Path
 
 import torch
 
-from l2o.checkpoints import save_checkpoint
 from l2o.models.lista import LISTAConfig
 from l2o.train.common import (
     energy,
+    finish_stage,
     fingerprint,
     load_context,
     make_generator,
     predictive_val_metrics,
     step_errors,
+    work_dir_for,
 )
-from l2o.train.loop import OptimConfig, clear_work_dir, fit, take_fields
+from l2o.train.loop import OptimConfig, fit, take_fields
 from l2o.tracking import NullTracker
 
 log = logging.getLogger("l2o")
@@ -84,26 +85,13 @@ def run(
         sample_batch=lambda g: task.sample_batch(cfg.batch_size, g),
         validate=lambda: predictive_val_metrics(step_errors(task, net, val), val_energy),
         score_key="val_nmse_db_last",
-        work_dir=Path(out).parent / f".{Path(out).name}.work",
+        work_dir=work_dir_for(out),
         fingerprint=fingerprint("baseline", asdict(cfg), model, seed, ctx.data_hash),
         generator=make_generator(seed, "baseline"),
         tracker=tracker,
         progress=progress,
     )
-    save_checkpoint(
-        out,
-        kind="predictive",
-        stage="baseline",
-        task=task.name,
-        model_args=net.describe(),
-        model_state=net.state_dict(),
-        config={"model": model, "baseline": baseline, "seed": seed},
-        data_hash=ctx.data_hash,
-        history=result.history,
-        best_iteration=result.best_iteration,
-        seconds=result.seconds,
-        mlflow_run_id=tracker.run_id,
-    )
-    clear_work_dir(Path(out).parent / f".{Path(out).name}.work")
+    finish_stage(out, stage="baseline", ctx=ctx, net=net, result=result, tracker=tracker,
+                 config={"model": model, "baseline": baseline, "seed": seed})
     return {"best_val_nmse_db_last": result.best_score, "best_iteration": result.best_iteration,
             "seconds": result.seconds}

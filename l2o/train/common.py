@@ -137,3 +137,35 @@ def stopping_val_metrics(
         "val_nmse_db_stop": db(det.mean() / e),
         "val_mean_stop": float((q * steps).sum(dim=1).mean()),
     }
+
+
+def work_dir_for(out: Path) -> Path:
+    """Where a stage keeps its resumable checkpoint: ``.<output name>.work`` beside the output."""
+    return Path(out).parent / f".{Path(out).name}.work"
+
+
+def finish_stage(out: Path, *, stage: str, ctx: Context, net: nn.Module, result, tracker, config: dict,
+                 policy: nn.Module | None = None, **extra) -> None:
+    """Write the stage's self-describing checkpoint atomically, then drop its work dir."""
+    from l2o.checkpoints import save_checkpoint
+
+    payload = dict(
+        kind="stopping" if policy is not None else "predictive",
+        stage=stage,
+        task=ctx.task.name,
+        model_args=net.describe(),
+        model_state=net.state_dict(),
+        config=config,
+        data_hash=ctx.data_hash,
+        history=result.history,
+        best_iteration=result.best_iteration,
+        seconds=result.seconds,
+        mlflow_run_id=tracker.run_id,
+    )
+    if policy is not None:
+        payload.update(policy_args=policy.describe(), policy_state=policy.state_dict())
+    payload.update(extra)
+    save_checkpoint(out, **payload)
+    from l2o.train.loop import clear_work_dir
+
+    clear_work_dir(work_dir_for(out))

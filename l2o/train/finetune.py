@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from l2o.checkpoints import build_model, build_policy, load_checkpoint, save_checkpoint
-from l2o.train.common import file_digest, fingerprint, load_context
+from l2o.checkpoints import build_model, build_policy, load_checkpoint
+from l2o.train.common import file_digest, finish_stage, fingerprint, load_context, work_dir_for
 from l2o.train.joint import train_jointly
-from l2o.train.loop import OptimConfig, clear_work_dir, take_fields
+from l2o.train.loop import OptimConfig, take_fields
 from l2o.tracking import NullTracker
 
 
@@ -31,7 +31,7 @@ def run(
     ckpt = load_checkpoint(stop_ckpt, "stopping", ctx.data_hash)
     net = build_model(ctx.task, ckpt, stop_ckpt, ctx.device)
     pol = build_policy(ckpt, stop_ckpt, ctx.device)
-    work = Path(out).parent / f".{Path(out).name}.work"
+    work = work_dir_for(out)
     result = train_jointly(
         stage="finetune",
         ctx=ctx,
@@ -46,20 +46,8 @@ def run(
         tracker=tracker,
         progress=progress,
     )
-    save_checkpoint(
-        out,
-        **{
-            **ckpt,
-            "stage": "finetune",
-            "model_state": net.state_dict(),
-            "policy_state": pol.state_dict(),
-            "config": {"finetune": finetune, "seed": seed},
-            "history": result.history,
-            "best_iteration": result.best_iteration,
-            "seconds": result.seconds,
-            "mlflow_run_id": tracker.run_id,
-            "upstream_run_id": ckpt.get("mlflow_run_id"),
-        },
-    )
-    clear_work_dir(work)
+    finish_stage(out, stage="finetune", ctx=ctx, net=net, policy=pol, result=result, tracker=tracker,
+                 config={"finetune": finetune, "seed": seed}, candidate_steps=ckpt["candidate_steps"],
+                 oracle_mass=ckpt.get("oracle_mass"), beta=ckpt["beta"],
+                 upstream_run_id=ckpt.get("mlflow_run_id"))
     return {"best_val_nmse_db_expected": result.best_score, "seconds": result.seconds}

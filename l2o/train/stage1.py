@@ -10,20 +10,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from l2o.checkpoints import build_model, load_checkpoint, save_checkpoint
+from l2o.checkpoints import build_model, load_checkpoint
 from l2o.models.lista import LISTAConfig
 from l2o.stopping.objectives import STAGE1_LOSSES, stage1_loss
 from l2o.stopping.oracle import check_beta
 from l2o.train.common import (
     energy,
     file_digest,
+    finish_stage,
     fingerprint,
     load_context,
     make_generator,
     predictive_val_metrics,
     step_errors,
+    work_dir_for,
 )
-from l2o.train.loop import OptimConfig, clear_work_dir, fit, take_fields
+from l2o.train.loop import OptimConfig, fit, take_fields
 from l2o.tracking import NullTracker
 
 INITS = ("scratch", "baseline")
@@ -87,7 +89,7 @@ def run(
         losses = task.step_losses(net(task.model_inputs(batch)), batch)
         return stage1_loss(cfg.loss, losses, cfg.beta, generator=gen)
 
-    work = Path(out).parent / f".{Path(out).name}.work"
+    work = work_dir_for(out)
     result = fit(
         stage="stage1",
         modules={"model": net},
@@ -102,21 +104,7 @@ def run(
         tracker=tracker,
         progress=progress,
     )
-    save_checkpoint(
-        out,
-        kind="predictive",
-        stage="stage1",
-        task=task.name,
-        model_args=net.describe(),
-        model_state=net.state_dict(),
-        beta=cfg.beta,
-        config={"model": model, "stage1": stage1, "seed": seed},
-        data_hash=ctx.data_hash,
-        history=result.history,
-        best_iteration=result.best_iteration,
-        seconds=result.seconds,
-        mlflow_run_id=tracker.run_id,
-    )
-    clear_work_dir(work)
+    finish_stage(out, stage="stage1", ctx=ctx, net=net, result=result, tracker=tracker,
+                 config={"model": model, "stage1": stage1, "seed": seed}, beta=cfg.beta)
     return {"best_val_nmse_db_best_step": result.best_score, "best_iteration": result.best_iteration,
             "seconds": result.seconds}

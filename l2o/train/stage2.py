@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from l2o.checkpoints import build_model, load_checkpoint, save_checkpoint
+from l2o.checkpoints import build_model, load_checkpoint
 from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.stopping.candidates import select_candidate_steps
 from l2o.stopping.distribution import stop_log_distribution
@@ -23,14 +23,16 @@ from l2o.stopping.oracle import oracle_log_distribution
 from l2o.train.common import (
     energy,
     file_digest,
+    finish_stage,
     fingerprint,
     load_context,
     make_generator,
     step_errors,
     stop_logits,
     stopping_val_metrics,
+    work_dir_for,
 )
-from l2o.train.loop import OptimConfig, clear_work_dir, fit, take_fields
+from l2o.train.loop import OptimConfig, fit, take_fields
 from l2o.tracking import NullTracker
 
 
@@ -107,7 +109,7 @@ def run(
         errors, logits = stop_logits(task, net, pol, val, candidates)
         return stopping_val_metrics(errors, logits, candidates, val_energy)
 
-    work = Path(out).parent / f".{Path(out).name}.work"
+    work = work_dir_for(out)
     result = fit(
         stage="stage2",
         modules={"policy": pol},
@@ -123,26 +125,8 @@ def run(
         tracker=tracker,
         progress=progress,
     )
-    save_checkpoint(
-        out,
-        kind="stopping",
-        stage="stage2",
-        task=task.name,
-        model_args=net.describe(),
-        model_state=net.state_dict(),
-        policy_args=pol.describe(),
-        policy_state=pol.state_dict(),
-        candidate_steps=candidates,
-        oracle_mass=mass.tolist(),
-        beta=beta,
-        config={"policy": policy, "stage2": stage2, "seed": seed},
-        data_hash=ctx.data_hash,
-        history=result.history,
-        best_iteration=result.best_iteration,
-        seconds=result.seconds,
-        mlflow_run_id=tracker.run_id,
-        upstream_run_id=ckpt.get("mlflow_run_id"),
-    )
-    clear_work_dir(work)
+    finish_stage(out, stage="stage2", ctx=ctx, net=net, policy=pol, result=result, tracker=tracker,
+                 config={"policy": policy, "stage2": stage2, "seed": seed}, candidate_steps=candidates,
+                 oracle_mass=mass.tolist(), beta=beta, upstream_run_id=ckpt.get("mlflow_run_id"))
     return {"best_val_nmse_db_expected": result.best_score, "candidate_steps": candidates,
             "seconds": result.seconds}
