@@ -150,3 +150,9 @@ def test_unreachable_tracking_server_fails_at_start(tmp_path):
     assert proc.returncode != 0
     assert "cannot be reached" in proc.stdout + proc.stderr
     assert not (work / "results").exists()
+
+
+def test_snakemake_report_with_captions(tiny_run, tmp_path):
+    out = tmp_path / "snakemake-report.html"
+    run_snakemake(tiny_run, "--report", str(out))
+    assert out.stat().st_size > 10_000
