@@ -24,6 +24,7 @@ def copy_workflow(dest: Path, config: str = "configs/tiny.yaml") -> Path:
     shutil.copytree(REPO / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "l2o", dest / "l2o", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "envs", dest / "envs")
+    shutil.copytree(REPO / "profiles", dest / "profiles")
     shutil.copytree(REPO / "configs", dest / "configs")
     shutil.copy(REPO / config, dest / "config.yaml")
     return dest
