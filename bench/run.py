@@ -11,8 +11,9 @@ Measurements (one function each; ``bench/README.md`` says what and why):
 * :func:`measure_time_to_accuracy`: FISTA's wall time to the NMSE LISTA-stop reaches;
 * :func:`measure_snakemake_noop`: a ``snakemake`` invocation with nothing to do.
 
-Before each measurement the machine load is sampled (:func:`sample_cpu_load`); if other
-processes visibly use the cores the run refuses (exit 2) unless ``--allow-loaded``.
+Each measurement runs under a :class:`LoadGuard`: the load of other processes is sampled
+before it and measured over it; if they visibly use the cores the run refuses (exit 2),
+unless ``--wait-idle`` lets it wait and repeat, or ``--allow-loaded`` marks the results.
 Results go to ``<out>/<host>-<date>.json`` and ``<out>/latest.md``.
 """
 
@@ -84,6 +85,7 @@ class Options:
     allow_loaded: bool = False
     max_other_cpu: float = 0.25  # cores other processes may use before the run refuses
     load_interval: float = 1.0
+    wait_idle: float = 0.0  # seconds to wait (and retry) for an idle machine before refusing
     in_process: bool = False
     skip: tuple[str, ...] = ()
     checkpoint: Path | None = None
@@ -101,6 +103,14 @@ class LoadRefused(RuntimeError):
 
 
 # --- small helpers -------------------------------------------------------------------
+VERBOSE = False  # progress lines on stderr (the command line turns them on)
+
+
+def progress(message: str) -> None:
+    if VERBOSE:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
 def sync(device: str) -> None:
     """Wait for queued device work (CUDA); a no-op on the CPU."""
     if str(device).startswith("cuda"):
@@ -190,43 +200,96 @@ def _proc_stat_jiffies() -> tuple[int, int, int]:
     return busy, busy + idle + iowait, cpus
 
 
-def sample_cpu_load(interval: float = 1.0) -> dict:
-    """CPU used by *other* processes over ``interval`` seconds, in cores.
+class CpuLoad:
+    """CPU used by *other* processes between :meth:`start` and :meth:`stop`, in cores.
 
-    Busy jiffies of all CPUs (``/proc/stat``) minus this process's own CPU time
-    (and its finished children's), scaled to cores. Falls back to the 1-minute
-    load average where ``/proc/stat`` is missing.
+    Busy jiffies of all CPUs (``/proc/stat``) minus this process's own CPU time and
+    that of its finished children (training workers, snakemake), scaled to cores.
+    Where ``/proc/stat`` is missing, the 1-minute load average stands in.
     """
-    load1 = os.getloadavg()[0]
-    try:
-        b0, tot0, cpus = _proc_stat_jiffies()
-    except (OSError, ValueError):
-        return {"other_cores": load1, "loadavg_1min": load1, "interval_s": 0.0, "method": "loadavg"}
-    own0 = sum(os.times()[:4])
-    time.sleep(interval)
-    b1, tot1, _ = _proc_stat_jiffies()
-    own1 = sum(os.times()[:4])
-    tick = os.sysconf("SC_CLK_TCK")
-    elapsed = max(tot1 - tot0, 1) / tick  # CPU-seconds available on all CPUs
-    other = max((b1 - b0) / tick - (own1 - own0), 0.0)
-    return {"other_cores": other / elapsed * cpus, "cpus": cpus, "loadavg_1min": load1,
-            "interval_s": interval, "method": "/proc/stat"}
+
+    def start(self) -> tuple:
+        try:
+            busy, total, cpus = _proc_stat_jiffies()
+        except (OSError, ValueError):
+            busy = total = cpus = None
+        return busy, total, cpus, sum(os.times()[:4]), time.monotonic()
+
+    def stop(self, mark: tuple) -> dict:
+        b0, tot0, cpus, own0, t0 = mark
+        load1 = os.getloadavg()[0]
+        seconds = time.monotonic() - t0
+        if b0 is None:
+            return {"other_cores": load1, "loadavg_1min": load1, "seconds": seconds, "method": "loadavg"}
+        b1, tot1, _ = _proc_stat_jiffies()
+        tick = os.sysconf("SC_CLK_TCK")
+        available = max(tot1 - tot0, 1) / tick  # CPU-seconds of all CPUs in the interval
+        other = max((b1 - b0) / tick - (sum(os.times()[:4]) - own0), 0.0)
+        return {"other_cores": other / available * cpus, "cpus": cpus, "loadavg_1min": load1,
+                "seconds": seconds, "method": "/proc/stat"}
+
+    def sample(self, interval: float) -> dict:
+        """Other processes' use over the next ``interval`` seconds (this process sleeps)."""
+        mark = self.start()
+        time.sleep(interval)
+        return self.stop(mark)
 
 
-def check_load(where: str, opts: Options, log: list[dict],
-               sampler: Callable[[float], dict] = sample_cpu_load) -> dict:
-    """Sample the load before ``where``; raise :class:`LoadRefused` if busy and not allowed."""
-    sample = {"before": where, **sampler(opts.load_interval)}
-    sample["loaded"] = sample["other_cores"] > opts.max_other_cpu
-    log.append(sample)
-    if sample["loaded"] and not opts.allow_loaded:
+class LoadGuard:
+    """Runs each measurement only on an idle machine, and checks it stayed idle.
+
+    Before: a :meth:`CpuLoad.sample`; while busy it waits (polling) up to
+    ``opts.wait_idle`` seconds. During: other processes' CPU use over the
+    measurement itself; if above the limit, the measurement is repeated while the
+    wait budget lasts. Out of budget it raises :class:`LoadRefused`, unless
+    ``opts.allow_loaded``, which keeps the result and marks it ``loaded``.
+    Every sample goes to ``log``.
+    """
+
+    def __init__(self, opts: Options, probe: CpuLoad | None = None, log: list[dict] | None = None):
+        self.opts, self.probe = opts, probe or CpuLoad()
+        self.log = [] if log is None else log
+        self.loaded: list[str] = []  # measurements kept although the machine was busy
+
+    def _record(self, phase: str, where: str, sample: dict) -> dict:
+        sample = {phase: where, **sample, "loaded": sample["other_cores"] > self.opts.max_other_cpu}
+        self.log.append(sample)
+        return sample
+
+    def _refuse(self, phase: str, where: str, sample: dict):
         raise LoadRefused(
-            f"before {where}: other processes use {sample['other_cores']:.2f} cores "
-            f"(limit {opts.max_other_cpu}; 1-min load average {sample['loadavg_1min']:.2f}). "
-            "Timings would be meaningless; rerun on an idle machine, or pass --allow-loaded "
+            f"{phase} {where}: other processes used {sample['other_cores']:.2f} cores "
+            f"(limit {self.opts.max_other_cpu}; 1-min load average {sample['loadavg_1min']:.2f}); "
+            f"waited up to {self.opts.wait_idle:g} s for an idle machine. Timings would be "
+            "meaningless: rerun on an idle machine (or with --wait-idle), or pass --allow-loaded "
             "to record them marked as loaded."
         )
-    return sample
+
+    def run(self, where: str, fn: Callable[[], object]):
+        """``fn()`` on an idle machine; see the class docstring."""
+        deadline = time.monotonic() + self.opts.wait_idle
+        while True:
+            before = self._record("before", where, self.probe.sample(self.opts.load_interval))
+            if before["loaded"]:
+                if time.monotonic() < deadline:
+                    progress(f"{where}: waiting for an idle machine (others use {before['other_cores']:.2f} cores)")
+                    time.sleep(min(5.0, deadline - time.monotonic()))
+                    continue
+                if not self.opts.allow_loaded:
+                    self._refuse("before", where, before)
+            mark = self.probe.start()
+            result = fn()
+            during = self._record("during", where, self.probe.stop(mark))
+            progress(f"{where}: done in {during['seconds']:.1f} s (others used {during['other_cores']:.2f} cores)")
+            if not (before["loaded"] or during["loaded"]):
+                during["accepted"] = True
+                return result
+            if time.monotonic() >= deadline:
+                if not self.opts.allow_loaded:
+                    self._refuse("during", where, during)
+                self.loaded.append(where)
+                during["accepted"] = True
+                return result
 
 
 # --- FLOP bounds ---------------------------------------------------------------------
@@ -282,17 +345,24 @@ def training_flops(kind: str, B: int, m: int, n: int, T: int, hidden, K: int | N
 
 # --- matmul rate ---------------------------------------------------------------------
 def measure_matmul_rate(sizes: Sizes, opts: Options) -> dict:
-    """Best float32 rate of a square ``N x N`` matmul (FLOP/s), ``N = sizes.matmul_n``."""
+    """Best float32 rate of a square ``N x N`` matmul (FLOP/s), ``N = sizes.matmul_n``: the
+    yardstick of the FLOP bounds. For reference also the rate of LISTA's own GEMMs at the
+    Stage I batch (``x W2^T`` and ``y W1^T``), which are smaller and thinner."""
     import torch
 
-    N = sizes.matmul_n
+    N, B, m, n = sizes.matmul_n, sizes.batch_stage1, sizes.m, sizes.n
     g = torch.Generator().manual_seed(opts.seed)
-    a = torch.randn(N, N, generator=g).to(opts.device)
-    b = torch.randn(N, N, generator=g).to(opts.device)
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(opts.device)  # noqa: E731
+    a, b = rand(N, N), rand(N, N)
     timing = time_repeats(lambda: a @ b, 2, sizes.matmul_repeats, opts.device)
     flops = 2 * N**3
+    shapes = {}
+    for name, (x, w) in {f"x W2^T ({B}x{n} @ {n}x{n})": (rand(B, n), rand(n, n)),
+                         f"y W1^T ({B}x{m} @ {m}x{n})": (rand(B, m), rand(n, m))}.items():
+        t = time_repeats(lambda: x @ w.T, 2, sizes.matmul_repeats, opts.device)
+        shapes[name] = {"flops_per_s": 2 * x.shape[0] * x.shape[1] * w.shape[0] / t["min"], "timing": t}
     return {"n": N, "flops": flops, "timing": timing, "flops_per_s": flops / timing["min"],
-            "gflops_per_s_median": flops / timing["median"] / 1e9}
+            "gflops_per_s_median": flops / timing["median"] / 1e9, "lista_shapes": shapes}
 
 
 # --- training ------------------------------------------------------------------------
@@ -454,18 +524,17 @@ TRAINING_KINDS = {
 }
 
 
-def measure_training(sizes: Sizes, opts: Options, flops_per_s: float, load_log: list[dict],
-                     sampler: Callable[[float], dict] = sample_cpu_load) -> dict:
+def measure_training(sizes: Sizes, opts: Options, flops_per_s: float, guard: LoadGuard | None = None) -> dict:
     """Seconds per iteration of each stage beside its FLOP lower bound; peak RSS; Stage II speed-up."""
     batches = {"baseline": sizes.batch_baseline, "stage1": sizes.batch_stage1,
                "stage2": sizes.batch_stage2, "stage2_autograd": sizes.batch_stage2}
+    guard = guard or LoadGuard(replace(opts, allow_loaded=True))  # no guard given: record only
     out: dict = {}
     for kind, batch in batches.items():
-        check_load(f"training:{kind}", opts, load_log, sampler)
         spec = {"kind": kind, "m": sizes.m, "n": sizes.n, "T": sizes.T, "hidden": list(sizes.hidden),
                 "batch": batch, "device": opts.device, "seed": opts.seed, "warmup": sizes.warmup,
                 "repeats": sizes.repeats, "threads": opts.threads}
-        res = run_training_worker(spec, opts.in_process)
+        res = guard.run(f"training:{kind}", lambda: run_training_worker(spec, opts.in_process))
         flops = training_flops(kind, batch, sizes.m, sizes.n, sizes.T, sizes.hidden)
         bound = flops["total"] / flops_per_s
         res.update(description=TRAINING_KINDS[kind], flops=flops, bound_s=bound,
@@ -473,7 +542,9 @@ def measure_training(sizes: Sizes, opts: Options, flops_per_s: float, load_log: 
         out[kind] = res
     t_ng, t_ag = out["stage2"]["timing"], out["stage2_autograd"]["timing"]
     out["stage2_speedup"] = {"median": t_ag["median"] / t_ng["median"],
-                             "worst": t_ag["min"] / t_ng["max"], "best": t_ag["max"] / t_ng["min"]}
+                             "worst": t_ag["min"] / t_ng["max"], "best": t_ag["max"] / t_ng["min"],
+                             # the speed-up if both ran at the same FLOP rate
+                             "flop_ratio": out["stage2_autograd"]["bound_s"] / out["stage2"]["bound_s"]}
     return out
 
 
@@ -788,29 +859,37 @@ def prepare_tiny_workflow(dest: Path) -> dict:
 
 
 def measure_snakemake_noop(repeats: int, warmup: int = 1, prepare: Callable[[Path], dict] = prepare_tiny_workflow,
-                           command: list[str] | None = None) -> dict:
+                           command: list[str] | None = None, guard: LoadGuard | None = None) -> dict:
     """Wall time of ``snakemake --cores 2`` when every output is up to date (tiny config, temp dir).
 
     The invocation is the one a user types (a fresh interpreter each time); each run's
-    output must say that nothing is to be done.
+    output must say that nothing is to be done. Only the timed runs are under ``guard``
+    (the full first run is not timed).
     """
     command = command or [sys.executable, "-m", "snakemake", "--cores", "2"]
     with tempfile.TemporaryDirectory(prefix="l2o-bench-workflow-") as tmp:
         info = prepare(Path(tmp) / "wf")
         work = Path(info.get("workdir", tmp))
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
-        samples, nothing = [], []
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
+
+        def invoke() -> bool:
             proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
-            seconds = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"no-op snakemake failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-            if i >= warmup:
-                samples.append(seconds)
-                nothing.append("Nothing to be done" in proc.stdout + proc.stderr)
+            return "Nothing to be done" in proc.stdout + proc.stderr
+
+        def timed() -> tuple[dict, bool]:
+            nothing = [invoke() for _ in range(warmup)]
+            samples = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                nothing.append(invoke())
+                samples.append(time.perf_counter() - t0)
+            return {**summarise(samples), "warmup": warmup}, all(nothing)
+
+        timing, nothing = (guard or LoadGuard(Options(allow_loaded=True))).run("snakemake", timed)
     return {**{k: v for k, v in info.items() if k != "workdir"}, "command": " ".join(command[-3:]),
-            "timing": {**summarise(samples), "warmup": warmup}, "nothing_to_be_done": all(nothing)}
+            "timing": timing, "nothing_to_be_done": nothing}
 
 
 # --- targets and report --------------------------------------------------------------
@@ -873,16 +952,21 @@ def render_markdown(results: dict) -> str:
         lines += ["**QUICK RUN (tiny sizes): the targets refer to the paper sizes; these values only "
                   "check that the suite works.**", ""]
     if results["loaded"]:
-        lines += ["**LOADED MACHINE: other processes used the cores during this run (--allow-loaded); "
-                  "timings are not trustworthy.**", ""]
-    other = [c["other_cores"] for c in results["load_checks"]]
+        lines += ["**LOADED MACHINE: other processes used the cores during "
+                  f"{', '.join(results['loaded_measurements'])} (--allow-loaded); those timings are not "
+                  "trustworthy.**", ""]
+    checks = results["load_checks"]
+    during = [c["other_cores"] for c in checks if c.get("accepted")]
+    repeated = sum(1 for c in checks if "during" in c and not c.get("accepted"))
+    waits = sum(1 for c in checks if "before" in c and c["loaded"])
     lines += [
         f"Machine: {m['cpu_model']}, {m['cores_usable']} usable cores, torch {m['torch']} "
         f"({m['torch_threads']} threads), device `{m['device']}`, host `{m['host']}`.  ",
         f"Sizes: m={s['m']}, n={s['n']}, T={s['T']}, policy {'-'.join(map(str, s['hidden']))}; "
         f"{s['warmup']} warm-up + {s['repeats']} timed repeats.  ",
-        f"Load: other processes used {_fmt(min(other) if other else None)}–{_fmt(max(other) if other else None)} "
-        f"cores at the checks (limit {results['options']['max_other_cpu']}).",
+        f"Load: other processes used at most {_fmt(max(during, default=None))} cores (average over a "
+        f"measurement; limit {results['options']['max_other_cpu']}); {waits} busy checks waited out, "
+        f"{repeated} disturbed measurements repeated.",
         "", "## Targets", "", "| Target | Measured (median) | Target | Status |", "|---|---|---|---|",
     ]
     for row in results["targets"]:
@@ -894,6 +978,10 @@ def render_markdown(results: dict) -> str:
     if mm:
         lines.append(f"| float32 matmul {mm['n']}² | {_fmt(mm['timing']['median'])} s "
                      f"| {_spread(mm['timing'])} | best {_fmt(mm['flops_per_s'] / 1e9)} GFLOP/s | - | - |")
+        for name, r in mm.get("lista_shapes", {}).items():
+            lines.append(f"| float32 matmul {name} | {_fmt(r['timing']['median'])} s | {_spread(r['timing'])} "
+                         f"| best {_fmt(r['flops_per_s'] / 1e9)} GFLOP/s | {_fmt(r['flops_per_s'] / mm['flops_per_s'])}× "
+                         "the square rate | - |")
     tr = results.get("training") or {}
     for kind in TRAINING_KINDS:
         r = tr.get(kind)
@@ -904,7 +992,7 @@ def render_markdown(results: dict) -> str:
     if "stage2_speedup" in tr:
         sp = tr["stage2_speedup"]
         lines.append(f"| Stage II speed-up of no_grad over autograd | {_fmt(sp['median'])}× "
-                     f"| {_fmt(sp['worst'])}–{_fmt(sp['best'])}× | - | - | - |")
+                     f"| {_fmt(sp['worst'])}–{_fmt(sp['best'])}× | FLOP ratio {_fmt(sp['flop_ratio'])}× | - | - |")
     inf = results.get("inference")
     if inf:
         for name, label in (("lista", "LISTA (T steps)"), ("lista_stop_all_steps", "LISTA-stop, every step"),
@@ -950,33 +1038,30 @@ def write_results(results: dict, out: Path) -> tuple[Path, Path]:
 
 
 # --- the suite -----------------------------------------------------------------------
-def run_suite(sizes: Sizes, opts: Options, sampler: Callable[[float], dict] | None = None,
+def run_suite(sizes: Sizes, opts: Options, probe: CpuLoad | None = None,
               snakemake_kwargs: dict | None = None) -> dict:
-    """Every measurement not in ``opts.skip``; raises :class:`LoadRefused` on a busy machine.
+    """Every measurement not in ``opts.skip``, each under a :class:`LoadGuard`.
 
-    A measurement that fails is recorded under ``errors`` and the others still run.
-    ``sampler`` replaces :func:`sample_cpu_load`, ``snakemake_kwargs`` go to
-    :func:`measure_snakemake_noop` (both for tests).
+    Raises :class:`LoadRefused` on a busy machine. A measurement that fails otherwise is
+    recorded under ``errors`` and the others still run. ``probe`` replaces
+    :class:`CpuLoad`, ``snakemake_kwargs`` go to :func:`measure_snakemake_noop` (for tests).
     """
     import torch
 
-    sampler = sampler or sample_cpu_load
-
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    load_log: list[dict] = []
+    guard = LoadGuard(opts, probe or CpuLoad())
     results: dict = {"schema": 1, "quick": opts.quick, "machine": machine_info(opts.device),
                      "sizes": asdict(sizes), "options": {k: str(v) if isinstance(v, Path) else v
                                                          for k, v in asdict(opts).items()},
-                     "load_checks": load_log, "errors": {}}
+                     "load_checks": guard.log, "errors": {}}
 
-    def attempt(name: str, fn: Callable[[], dict], check: bool = True) -> dict | None:
+    def attempt(name: str, fn: Callable[[], dict], guarded: bool = True) -> dict | None:
+        """``results[name] = fn()`` (under the guard unless ``fn`` guards its own timed parts)."""
         if name in opts.skip:
             return None
         try:
-            if check:
-                check_load(name, opts, load_log, sampler)
-            results[name] = fn()
+            results[name] = guard.run(name, fn) if guarded else fn()
         except LoadRefused:
             raise
         except Exception as err:  # noqa: BLE001 - recorded, the other measurements still run
@@ -986,10 +1071,10 @@ def run_suite(sizes: Sizes, opts: Options, sampler: Callable[[float], dict] | No
     mm = attempt("matmul", lambda: measure_matmul_rate(sizes, opts))
 
     def training() -> dict:
-        rate = mm["flops_per_s"] if mm else measure_matmul_rate(sizes, opts)["flops_per_s"]
-        return measure_training(sizes, opts, rate, load_log, sampler)
+        rate = mm["flops_per_s"] if mm else guard.run("matmul", lambda: measure_matmul_rate(sizes, opts))["flops_per_s"]
+        return measure_training(sizes, opts, rate, guard)
 
-    attempt("training", training, check=False)  # measure_training checks before each stage
+    attempt("training", training, guarded=False)  # guards each stage itself
     setup: list[InferenceSetup] = []
 
     def inference_setup() -> InferenceSetup:
@@ -999,8 +1084,10 @@ def run_suite(sizes: Sizes, opts: Options, sampler: Callable[[float], dict] | No
 
     attempt("inference", lambda: measure_inference(inference_setup(), sizes, opts))
     attempt("time_to_accuracy", lambda: measure_time_to_accuracy(inference_setup(), sizes, opts))
-    attempt("snakemake", lambda: measure_snakemake_noop(sizes.snakemake_repeats, **(snakemake_kwargs or {})))
-    results["loaded"] = any(c["loaded"] for c in load_log)
+    attempt("snakemake", lambda: measure_snakemake_noop(sizes.snakemake_repeats, guard=guard,
+                                                        **(snakemake_kwargs or {})), guarded=False)
+    results["loaded_measurements"] = guard.loaded
+    results["loaded"] = bool(guard.loaded)
     results["targets"] = evaluate_targets(results)
     return results
 
@@ -1014,6 +1101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-loaded", action="store_true", help="record timings on a busy machine, marked as loaded")
     p.add_argument("--max-other-cpu", type=float, default=0.25,
                    help="cores other processes may use before the run refuses (default 0.25)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for an idle machine (and repeat a measurement disturbed "
+                        "by other work) before refusing (default 0: refuse at once)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 2, quick 1)")
     p.add_argument("--skip", nargs="*", default=[], choices=MEASUREMENTS, help="measurements to leave out")
@@ -1035,10 +1125,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:  # internal: one training measurement in a fresh process
         print(json.dumps(time_training_step(json.loads(args.worker))))
         return 0
+    global VERBOSE
+    VERBOSE = True
     sizes = QUICK if args.quick else PAPER
     sizes = replace(sizes, **{k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup)) if v is not None})
     opts = Options(device=args.device, threads=args.threads, allow_loaded=args.allow_loaded,
-                   max_other_cpu=args.max_other_cpu, in_process=args.in_process, skip=tuple(args.skip),
+                   max_other_cpu=args.max_other_cpu, wait_idle=args.wait_idle, in_process=args.in_process, skip=tuple(args.skip),
                    checkpoint=args.checkpoint, data=args.data, fista_L=args.fista_L, fista_rho=args.fista_rho,
                    mean_stop=args.mean_stop, stop_spread=args.stop_spread, seed=args.seed, quick=args.quick)
     try:

@@ -25,18 +25,27 @@ FAKE_SNAKEMAKE = {"prepare": lambda dest: {"first_run_s": 0.0},
                   "command": [sys.executable, "-c", "print('Nothing to be done (all requested files are present)')"]}
 
 
-def idle(interval):
-    return {"other_cores": 0.0, "loadavg_1min": 0.0, "interval_s": interval, "method": "fake"}
+class FakeLoad(bench.CpuLoad):
+    """Other processes' CPU use as scripted: one value per probe, the last repeated."""
 
+    def __init__(self, *cores):
+        self.cores = list(cores)
 
-def busy(interval):
-    return {"other_cores": 1.9, "loadavg_1min": 2.0, "interval_s": interval, "method": "fake"}
+    def start(self):
+        return None
+
+    def stop(self, mark):
+        value = self.cores.pop(0) if len(self.cores) > 1 else self.cores[0]
+        return {"other_cores": value, "loadavg_1min": 0.0, "seconds": 0.0, "method": "fake"}
+
+    def sample(self, interval):
+        return self.stop(None)
 
 
 @pytest.fixture(scope="module")
 def results():
     opts = bench.Options(in_process=True, load_interval=0.0, quick=True)
-    return bench.run_suite(TINY, opts, sampler=idle, snakemake_kwargs=FAKE_SNAKEMAKE)
+    return bench.run_suite(TINY, opts, probe=FakeLoad(0.0), snakemake_kwargs=FAKE_SNAKEMAKE)
 
 
 def test_every_measurement_ran(results):
@@ -45,8 +54,10 @@ def test_every_measurement_ran(results):
             "time_to_accuracy", "snakemake", "targets"} <= set(results)
     assert results["loaded"] is False
     assert {"cpu_model", "cores_usable", "torch", "torch_threads", "date", "host"} <= set(results["machine"])
-    checked = [c["before"] for c in results["load_checks"]]
-    assert checked[0] == "matmul" and "training:stage1" in checked and "snakemake" in checked
+    before = [c["before"] for c in results["load_checks"] if "before" in c]
+    during = [c["during"] for c in results["load_checks"] if "during" in c]
+    assert before == during  # every measurement checked before and over its run
+    assert before[0] == "matmul" and "training:stage1" in before and "snakemake" in before
 
 
 def timing_ok(t, repeats=TINY.repeats):
@@ -110,20 +121,21 @@ def test_written_json_and_markdown(results, tmp_path):
 
 
 def test_refuses_on_a_loaded_machine(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "sample_cpu_load", busy)
+    monkeypatch.setattr(bench, "CpuLoad", lambda: FakeLoad(1.9))
     out = tmp_path / "res"
     assert bench.main(["--quick", "--out", str(out)]) == bench.EXIT_REFUSED
     assert not out.exists()
 
 
 def test_allow_loaded_marks_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "sample_cpu_load", busy)
+    monkeypatch.setattr(bench, "CpuLoad", lambda: FakeLoad(1.9))
     out = tmp_path / "res"
     skip = ["--skip", "training", "inference", "time_to_accuracy", "snakemake"]
     assert bench.main(["--quick", "--allow-loaded", "--out", str(out), *skip]) == 0
     (json_file,) = out.glob("*.json")
     data = json.loads(json_file.read_text())
-    assert data["loaded"] is True and data["load_checks"][0]["loaded"] is True
+    assert data["loaded"] is True and data["loaded_measurements"] == ["matmul"]
+    assert data["load_checks"][0]["loaded"] is True
     assert [r["status"] for r in data["targets"]] == ["not measured"] * 5
     assert "LOADED MACHINE" in (out / "latest.md").read_text()
 
@@ -145,6 +157,20 @@ def test_flop_counts():
     assert bench.training_flops("baseline", 4, 3, 5, 2, ()) == f
 
 
+def test_guard_repeats_a_disturbed_measurement():
+    calls = []
+    # before: idle; during: busy; before: idle; during: idle
+    guard = bench.LoadGuard(bench.Options(wait_idle=5.0, load_interval=0.0), FakeLoad(0.0, 1.5, 0.0, 0.0))
+    assert guard.run("x", lambda: calls.append(1) or len(calls)) == 2
+    assert [c.get("during") for c in guard.log if "during" in c] == ["x", "x"] and guard.loaded == []
+
+
+def test_guard_refuses_when_disturbed_and_out_of_time():
+    guard = bench.LoadGuard(bench.Options(wait_idle=0.0, load_interval=0.0), FakeLoad(0.0, 1.5))
+    with pytest.raises(bench.LoadRefused, match="during x"):
+        guard.run("x", lambda: None)
+
+
 def test_cpu_load_sample():
-    s = bench.sample_cpu_load(0.05)
+    s = bench.CpuLoad().sample(0.05)
     assert s["other_cores"] >= 0 and "loadavg_1min" in s

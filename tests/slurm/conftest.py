@@ -22,7 +22,6 @@ from .cluster import (
     stop_process_group,
 )
 
-
 # the `slurm` marker is registered in pyproject.toml ([tool.pytest.ini_options])
 
 
