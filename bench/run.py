@@ -250,6 +250,7 @@ class LoadGuard:
         self.opts, self.probe = opts, probe or CpuLoad()
         self.log = [] if log is None else log
         self.loaded: list[str] = []  # measurements kept although the machine was busy
+        self._said = -math.inf  # when the last "waiting" line was printed
 
     def _record(self, phase: str, where: str, sample: dict) -> dict:
         sample = {phase: where, **sample, "loaded": sample["other_cores"] > self.opts.max_other_cpu}
@@ -272,7 +273,9 @@ class LoadGuard:
             before = self._record("before", where, self.probe.sample(self.opts.load_interval))
             if before["loaded"]:
                 if time.monotonic() < deadline:
-                    progress(f"{where}: waiting for an idle machine (others use {before['other_cores']:.2f} cores)")
+                    if time.monotonic() - self._said > 60:
+                        self._said = time.monotonic()
+                        progress(f"{where}: waiting for an idle machine (others use {before['other_cores']:.2f} cores)")
                     time.sleep(min(5.0, deadline - time.monotonic()))
                     continue
                 if not self.opts.allow_loaded:
@@ -801,38 +804,51 @@ def run_fista(A, batch: dict, L: float, rho: float, steps: int, chunk: int):
                       for sl in batched_indices(len(batch["y"]), chunk)])
 
 
-def measure_time_to_accuracy(setup: InferenceSetup, sizes: Sizes, opts: Options) -> dict:
-    """Wall time of FISTA to reach the test NMSE of LISTA-stop (early exit), beside
-    LISTA-stop's own early-exit time. FISTA's (L, rho) is ``--fista-L/--fista-rho`` or the
-    grid setting that reaches LISTA-stop's validation NMSE in the fewest steps (on a
-    stratified validation subset); the step count is the first reaching the test NMSE."""
+def choose_fista_setting(setup: InferenceSetup, sizes: Sizes, opts: Options, out: dict) -> tuple[float, float]:
+    """FISTA's (L, rho): ``--fista-L/--fista-rho``, or the grid setting that reaches LISTA-stop's
+    NMSE in the fewest steps on a stratified validation subset (details go to ``out``)."""
     import torch
 
-    A, test, chunk, dev = setup.task.A, setup.test, sizes.infer_batch, opts.device
-    lista_timing = time_repeats(lambda: infer_early_exit(setup, test, chunk), sizes.warmup, sizes.repeats, dev)
-    target_db = nmse_of(infer_early_exit(setup, test, chunk)[0], test)
-    out: dict = {"source": setup.source, "lista_stop": {"timing": lista_timing, "nmse_db": target_db},
-                 "max_steps": sizes.fista_max_steps}
     if opts.fista_L is not None and opts.fista_rho is not None:
-        L, rho, how = opts.fista_L, opts.fista_rho, "given"
-    else:
-        Nv = len(setup.val["y"])
-        idx = torch.arange(0, Nv, max(1, Nv // sizes.fista_val_examples), device=A.device)[: sizes.fista_val_examples]
-        val = {k: v[idx] for k, v in setup.val.items()}
-        val_target = nmse_of(infer_early_exit(setup, val, chunk)[0], val)
-        grid = [(a, b) for a in sizes.fista_L_grid for b in sizes.fista_rho_grid]
-        reach = first_steps_reaching(A, val, [g[0] for g in grid], [g[1] for g in grid], val_target,
-                                     sizes.fista_max_steps)
-        ok = [(r, g) for r, g in zip(reach, grid) if r is not None]
-        out["grid"] = [{"L": g[0], "rho": g[1], "val_steps": r} for r, g in zip(reach, grid)]
-        out["val"] = {"examples": len(idx), "lista_stop_nmse_db": val_target}
-        (L, rho), how = (min(ok)[1] if ok else (3.0, 0.1)), ("validation grid" if ok else "none reached; default")
+        out["chosen_by"] = "given"
+        return opts.fista_L, opts.fista_rho
+    Nv = len(setup.val["y"])
+    idx = torch.arange(0, Nv, max(1, Nv // sizes.fista_val_examples), device=setup.task.A.device)
+    val = {k: v[idx[: sizes.fista_val_examples]] for k, v in setup.val.items()}
+    val_target = nmse_of(infer_early_exit(setup, val, sizes.infer_batch)[0], val)
+    grid = [(a, b) for a in sizes.fista_L_grid for b in sizes.fista_rho_grid]
+    reach = first_steps_reaching(setup.task.A, val, [g[0] for g in grid], [g[1] for g in grid], val_target,
+                                 sizes.fista_max_steps)
+    out["grid"] = [{"L": g[0], "rho": g[1], "val_steps": r} for r, g in zip(reach, grid)]
+    out["val"] = {"examples": len(val["y"]), "lista_stop_nmse_db": val_target}
+    ok = [(r, g) for r, g in zip(reach, grid) if r is not None]
+    out["chosen_by"] = "validation grid" if ok else "none reached on validation; default (3, 0.1)"
+    return min(ok)[1] if ok else (3.0, 0.1)
+
+
+def measure_time_to_accuracy(setup: InferenceSetup, sizes: Sizes, opts: Options,
+                             guard: LoadGuard | None = None) -> dict:
+    """Wall time of FISTA to reach the test NMSE of LISTA-stop (early exit), beside
+    LISTA-stop's own early-exit time. (L, rho) from :func:`choose_fista_setting`; the step
+    count is the first whose test NMSE reaches the target. Only the two timings run under
+    ``guard`` (the search for the setting and the step count is not timed)."""
+    A, test, chunk, dev = setup.task.A, setup.test, sizes.infer_batch, opts.device
+    target_db = nmse_of(infer_early_exit(setup, test, chunk)[0], test)
+    out: dict = {"source": setup.source, "max_steps": sizes.fista_max_steps}
+    L, rho = choose_fista_setting(setup, sizes, opts, out)
     steps = first_steps_reaching(A, test, [L], [rho], target_db, sizes.fista_max_steps)[0]
     run_steps = steps or sizes.fista_max_steps
-    timing = time_repeats(lambda: run_fista(A, test, L, rho, run_steps, chunk), sizes.warmup, sizes.repeats, dev)
-    out["fista"] = {"L": L, "rho": rho, "chosen_by": how, "reached": steps is not None, "steps": run_steps,
-                    "nmse_db": nmse_of(run_fista(A, test, L, rho, run_steps, chunk), test), "timing": timing}
-    out["fista_over_lista_stop"] = timing["median"] / lista_timing["median"]
+
+    def timed() -> tuple[dict, dict]:
+        return (time_repeats(lambda: infer_early_exit(setup, test, chunk), sizes.warmup, sizes.repeats, dev),
+                time_repeats(lambda: run_fista(A, test, L, rho, run_steps, chunk), sizes.warmup, sizes.repeats, dev))
+
+    lista_timing, fista_timing = (guard or LoadGuard(Options(allow_loaded=True))).run("time_to_accuracy", timed)
+    out["lista_stop"] = {"timing": lista_timing, "nmse_db": target_db}
+    out["fista"] = {"L": L, "rho": rho, "chosen_by": out.pop("chosen_by"), "reached": steps is not None,
+                    "steps": run_steps, "nmse_db": nmse_of(run_fista(A, test, L, rho, run_steps, chunk), test),
+                    "timing": fista_timing}
+    out["fista_over_lista_stop"] = fista_timing["median"] / lista_timing["median"]
     return out
 
 
@@ -1075,15 +1091,15 @@ def run_suite(sizes: Sizes, opts: Options, probe: CpuLoad | None = None,
         return measure_training(sizes, opts, rate, guard)
 
     attempt("training", training, guarded=False)  # guards each stage itself
-    setup: list[InferenceSetup] = []
-
-    def inference_setup() -> InferenceSetup:
-        if not setup:
-            setup.append(build_inference_setup(sizes, opts))
-        return setup[0]
-
-    attempt("inference", lambda: measure_inference(inference_setup(), sizes, opts))
-    attempt("time_to_accuracy", lambda: measure_time_to_accuracy(inference_setup(), sizes, opts))
+    setup = None
+    if not {"inference", "time_to_accuracy"} <= set(opts.skip):
+        try:  # not timed: outside the guard
+            setup = build_inference_setup(sizes, opts)
+        except Exception as err:  # noqa: BLE001
+            results["errors"]["inference_setup"] = f"{type(err).__name__}: {err}"
+    if setup is not None:
+        attempt("inference", lambda: measure_inference(setup, sizes, opts))
+        attempt("time_to_accuracy", lambda: measure_time_to_accuracy(setup, sizes, opts, guard), guarded=False)
     attempt("snakemake", lambda: measure_snakemake_noop(sizes.snakemake_repeats, guard=guard,
                                                         **(snakemake_kwargs or {})), guarded=False)
     results["loaded_measurements"] = guard.loaded

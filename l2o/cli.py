@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db")
     p.add_argument("--artifacts-destination", default="./mlartifacts")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
     return parser
 
 
@@ -128,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
     if args.command == "mlflow-server":
-        import subprocess
+        import os
 
         cmd = ["mlflow", "server", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", args.backend_store_uri,
-               "--artifacts-destination", args.artifacts_destination]
+               "--artifacts-destination", args.artifacts_destination, "--workers", str(args.workers)]
         print("running:", " ".join(cmd), file=sys.stderr)
-        return subprocess.call(cmd)
+        os.execvp(cmd[0], cmd)  # replace this process: signals reach the server itself
 
     from l2o.device import set_threads
 

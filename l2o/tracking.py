@@ -137,9 +137,12 @@ def start_parent_run(experiment: str, run_name: str, tags: dict[str, str] | None
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        experiment, artifact_location=Path("mlartifacts").resolve().as_uri()
-    )
+    if exp:
+        exp_id = exp.experiment_id
+    elif tracking_uri().startswith(("http://", "https://")):
+        exp_id = client.create_experiment(experiment)  # the server decides where artifacts go
+    else:  # local store: pin artifacts beside the DB, as an absolute path
+        exp_id = client.create_experiment(experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
     run = client.create_run(exp_id, run_name=run_name, tags=tags or {})
     os.environ[PARENT_ENV] = run.info.run_id
     os.environ["MLFLOW_EXPERIMENT_ID"] = exp_id

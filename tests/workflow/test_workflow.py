@@ -90,6 +90,12 @@ def test_nothing_changed_runs_nothing(rerun_dir):
     assert planned_jobs(rerun_dir) == set()
 
 
+def test_reordering_config_keys_runs_nothing(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    assert planned_jobs(rerun_dir) == set()
+
+
 def test_stage2_setting_reruns_stage2_and_downstream(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
     cfg["stage2"]["lr"] = 0.002

@@ -1,5 +1,6 @@
 # Helpers (no rules): config validation, per-stage parameters and sources,
 # the list of final outputs, and the MLflow parent run of this invocation.
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -36,12 +37,23 @@ STAGE_SOURCES = {
 
 def stage_sources(stage):
     """The l2o source files of a stage (declared as inputs, so edits trigger reruns)."""
-    return [str(PKG / f) for f in STAGE_SOURCES[stage]]
+    # relative to the working directory, so a moved or copied run dir keeps the same input set
+    return [os.path.relpath(PKG / f) for f in STAGE_SOURCES[stage]]
+
+
+def canonical(value):
+    """Plain dicts with sorted keys, recursively: params are compared by repr, so the
+    order of keys in a config file must not trigger a re-run."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 def section(name):
     """A config section as a plain dict: the stage's params (tracked by repr for reruns)."""
-    return dict(config[name])
+    return canonical(config[name])
 
 
 def is_activated(name):
@@ -71,7 +83,7 @@ def evaluation_inputs(wildcards):
 
 def report_config():
     """What the report shows of the config (all but tracking, which never re-runs anything)."""
-    return {k: v for k, v in config.items() if k != "tracking"}
+    return canonical({k: v for k, v in config.items() if k != "tracking"})
 
 
 def final_outputs():
