@@ -106,19 +106,26 @@ class LISTA(nn.Module):
         """``x_0 = 0``, (B, n)."""
         return y.new_zeros(y.shape[0], self.config.n)
 
-    def step(self, t: int, x: Tensor, y: Tensor) -> Tensor:
-        """One layer: (B, n), (B, m) -> (B, n); ``t`` is 1-based."""
-        v = y @ self.W1[t - 1].T
+    def step(self, t: int, x: Tensor, y: Tensor, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """One layer: (B, n), (B, m) -> (B, n); ``t`` is 1-based.
+
+        ``weights`` = (W1_t, W2_t) when the caller has already split them (see :meth:`forward`).
+        """
+        w1, w2 = weights if weights is not None else (self.W1[t - 1], self.W2[t - 1])
+        v = y @ w1.T
         if t > 1:  # x_0 = 0 contributes nothing
-            v = torch.addmm(v, x, self.W2[t - 1].T)
+            v = torch.addmm(v, x, w2.T)
         return self.shrink(v, t)
 
     def forward(self, y: Tensor, num_steps: int | None = None) -> Tensor:
         """All iterates, (B, m) -> (T, B, n); ``num_steps`` truncates to the first steps."""
+        # Split the stacked weights once: indexing W[t-1] at every step makes autograd
+        # build and add a zero gradient of the whole (T, ...) tensor per step.
+        W1s, W2s = self.W1.unbind(0), self.W2.unbind(0)
         x = self.init_state(y)
         xs = []
         for t in range(1, (num_steps or self.num_steps) + 1):
-            x = self.step(t, x, y)
+            x = self.step(t, x, y, (W1s[t - 1], W2s[t - 1]))
             xs.append(x)
         return torch.stack(xs)
 
