@@ -15,6 +15,7 @@ include: "workflow/rules/stage1.smk"
 include: "workflow/rules/stage2.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/ablations.smk"
 include: "workflow/rules/report.smk"
 
 

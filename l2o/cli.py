@@ -7,6 +7,7 @@ is given. Example, from data to evaluation::
     l2o data --out results/data/problem.npz
     l2o classical --data results/data/problem.npz --out-dir results/classical
     l2o baseline --data results/data/problem.npz --out results/seed0/baseline/model.pt
+    l2o matched --data ... --init results/seed0/baseline/model.pt --out results/seed0/lista_matched/model.pt
     l2o stage1 --data ... --init results/seed0/baseline/model.pt --out results/seed0/stage1/model.pt
     l2o stage2 --data ... --model results/seed0/stage1/model.pt --out results/seed0/stage2/model.pt
     l2o finetune --data ... --model results/seed0/stage2/model.pt --out results/seed0/finetune/model.pt
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
 
+    p = sub.add_parser("matched", help="matched-budget LISTA: Stage I's budget, plain loss (config: model, stage1, baseline)")
+    _common(p)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--init", type=Path, default=None, help="baseline checkpoint (stage1.init: baseline)")
+    p.add_argument("--out", type=Path, required=True)
+
     p = sub.add_parser("stage1", help="Stage I: oracle training of the model (config: model, stage1)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate trained checkpoints on the test set (config: evaluate)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
-    for name in ("lista", "lista-stop", "lista-stop-ft", "aevb"):
+    for name in ("lista", "lista-matched", "lista-stop", "lista-stop-ft", "aevb"):
         p.add_argument(f"--{name}", type=Path, default=None, help=f"{name} checkpoint")
     p.add_argument("--out-dir", type=Path, required=True, help="writes metrics.csv and curves.json")
 
@@ -161,6 +168,12 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
 
         print(baseline.run(data=args.data, out=args.out, model=_section(cfg, "model", args.config),
                            baseline=_section(cfg, "baseline", args.config), **train))
+    elif args.command == "matched":
+        from l2o.train import matched
+
+        settings = matched.matched_settings(cfg.get("baseline", {}), _section(cfg, "stage1", args.config))
+        print(matched.run(data=args.data, out=args.out, init=args.init, model=_section(cfg, "model", args.config),
+                          matched=settings, **train))
     elif args.command == "stage1":
         from l2o.train import stage1
 
@@ -185,7 +198,8 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
     elif args.command == "evaluate":
         from l2o.evaluate import run_models
 
-        ckpts = {m: p for m, p in [("lista", args.lista), ("lista_stop", args.lista_stop),
+        ckpts = {m: p for m, p in [("lista", args.lista), ("lista_matched", args.lista_matched),
+                                   ("lista_stop", args.lista_stop),
                                    ("lista_stop_ft", args.lista_stop_ft), ("aevb", args.aevb)] if p}
         if not ckpts:
             raise ValueError("evaluate: give at least one checkpoint (--lista, --lista-stop, ...)")
@@ -214,6 +228,8 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
             out_html=r / "report.html",
             out_plots=r / "plots",
             config={k: v for k, v in cfg.items() if k != "tracking"},
+            ablations={v: {"tables": [r / f"seed{s}/ablations/{v}/evaluation/metrics.csv" for s in seeds],
+                           "overrides": over} for v, over in cfg.get("ablations", {}).items()},
         )
         print(f"wrote {r / 'report.html'}, {r / 'report.md'} and {r / 'summary.csv'}")
     return 0

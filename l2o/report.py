@@ -36,6 +36,7 @@ LABELS = {
     "lista": "LISTA", "lista_stop": "LISTA-stop (I+II)",
     "lista_stop_ft": "LISTA-stop (I+II+III)", "aevb": "AEVB", "lista_fixed_depth": "fixed depth = mean stop",
     "lista_stop_heuristic": "non-learned rule, same cost",
+    "lista_matched": "LISTA, LISTA-stop's training budget",
 }
 
 
@@ -135,6 +136,7 @@ def skeptic_table(summary: pd.DataFrame) -> pd.DataFrame:
         ("(d) oracle best step (upper bound)", "lista_stop", "nmse_db_oracle"),
         ("(d) share of oracle gain captured (%)", "lista_stop", "gain_captured_pct"),
         ("(e) plain LISTA (T)", "lista", "nmse_db"),
+        ("(e) LISTA, same training as Stage I but its own loss (T)", "lista_matched", "nmse_db"),
         ("mean stop step", "lista_stop", "mean_stop"),
     ]
     rows = []
@@ -169,6 +171,13 @@ def findings(summary: pd.DataFrame, T: int) -> list[str]:
         out.append(f"Against the same model at a fixed depth of the same mean cost: {stop:.2f} vs {fixed:.2f} dB "
                    f"({'the policy wins' if stop < fixed else 'the policy does not win'}); against its own last "
                    f"step: {stop:.2f} vs {last:.2f} dB; against a tuned non-learned rule: {heur:.2f} dB.")
+    matched = v("lista_matched")
+    if np.isfinite(matched) and np.isfinite(last):
+        verdict = "better" if last < matched else "NOT better"
+        out.append(f"Stage I's objective at equal training (same start, updates and batches): the LISTA-stop model "
+                   f"at its last step {last:.2f} dB vs LISTA trained with the plain loss {matched:.2f} dB "
+                   f"({verdict}, {last - matched:+.2f} dB); LISTA-stop with its learned stop vs that LISTA: "
+                   f"{stop - matched:+.2f} dB.")
     gain = v("lista_stop", "gain_captured_pct")
     if np.isfinite(gain):
         out.append(f"The policy captures {gain:.0f}% of the gain the oracle's best step would give over the last step.")
@@ -178,6 +187,115 @@ def findings(summary: pd.DataFrame, T: int) -> list[str]:
     ae = v("aevb")
     if np.isfinite(ae) and np.isfinite(stop):
         out.append(f"AEVB (joint from scratch): {ae:.2f} dB vs Stages I+II {stop:.2f} dB (paper: AEVB worse by 0.49 dB).")
+    return out
+
+
+# --- ablations -----------------------------------------------------------------
+ABLATION_PREFIX = "ablation/"
+
+
+def ablation_rows(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """A variant's per-seed evaluation as summary rows: its ``lista_stop`` rows renamed
+    ``ablation/<name>`` (the fixed-depth and rule rows of the variant are dropped)."""
+    return table[table.method == "lista_stop"].assign(method=ABLATION_PREFIX + name)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and two-sided 95% t half-width (nan with one value).
+
+    >>> mean_ci([1.0, 3.0])[0]
+    2.0
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else float("nan")), float("nan")
+    return float(v.mean()), t_quantile_975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+
+
+def seed_values(tables: list[pd.DataFrame], method: str, cond: str = "mixed", metric: str = "nmse_db") -> dict:
+    """``{seed: value}`` of one cell across per-seed tables."""
+    out = {}
+    for t in tables:
+        row = t[(t.method == method) & (t.condition == cond) & (t.metric == metric)]
+        if not row.empty:
+            out[int(row.seed.iloc[0])] = float(row.value.iloc[0])
+    return out
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
+    """Mean ± 95% CI of ``a[seed] - b[seed]`` over the seeds both have, and their number.
+
+    >>> paired_difference({0: -10.0, 1: -12.0}, {0: -9.0, 1: -11.0, 2: 0.0})[::2]
+    (-1.0, 2)
+    """
+    seeds = sorted(set(a) & set(b))
+    mean, ci = mean_ci([a[s] - b[s] for s in seeds])
+    return mean, ci, len(seeds)
+
+
+def _overrides_text(overrides: dict) -> str:
+    return ", ".join(f"{sec}.{k}={v}" for sec, over in sorted(overrides.items()) for k, v in sorted(over.items()))
+
+
+def ablation_stats(main_tables: list[pd.DataFrame], ablations: dict, config: dict) -> list[dict]:
+    """Numbers per variant of the stopping pipeline (and the main run's Stage III and AEVB):
+    mixed and per-SNR NMSE over seeds, the paired difference to the main Stage I+II model (same
+    seeds, same data), the model at its last step and at the oracle's best step, the mean stop.
+
+    ``ablations`` maps a variant name to ``{"tables": [per-seed DataFrames], "overrides": {...}}``."""
+    def setting(section, key):
+        return config.get(section, {}).get(key, "default")
+
+    main_desc = (f"stage1.loss={setting('stage1', 'loss')}, stage1.beta={setting('stage1', 'beta')}, "
+                 f"stage2.loss={setting('stage2', 'loss')}")
+    entries = [("main: Stages I+II", main_desc, main_tables, "lista_stop"),
+               ("main + Stage III", "Stage III fine-tuning", main_tables, "lista_stop_ft"),
+               ("AEVB", "joint training from scratch", main_tables, "aevb")]
+    entries += [(name, _overrides_text(spec["overrides"]), spec["tables"], "lista_stop")
+                for name, spec in sorted(ablations.items())]
+    reference = seed_values(main_tables, "lista_stop")
+    stats = []
+    for i, (name, what, tables, method) in enumerate(entries):
+        mixed = seed_values(tables, method)
+        if not mixed:
+            continue
+        row = {"variant": name, "settings": what, "is_main": i == 0, "seeds": len(mixed)}
+        row["mixed"], row["mixed_ci"] = mean_ci(list(mixed.values()))
+        row["delta"], row["delta_ci"], _ = paired_difference(mixed, reference)
+        for cond in CONDITIONS[1:]:
+            row[cond] = mean_ci(list(seed_values(tables, method, cond).values()))[0]
+        for metric in ("nmse_db_last", "nmse_db_oracle", "mean_stop"):
+            row[metric] = mean_ci(list(seed_values(tables, method, "mixed", metric).values()))[0]
+        stats.append(row)
+    return stats
+
+
+def ablation_table(stats: list[dict]) -> pd.DataFrame:
+    """:func:`ablation_stats` as a display table."""
+    return pd.DataFrame([{
+        "variant": r["variant"], "settings": r["settings"], "mixed": _fmt(r["mixed"], r["mixed_ci"]),
+        "Δ vs main (paired)": "–" if r["is_main"] else _fmt(r["delta"], r["delta_ci"]),
+        **{c: _fmt(r[c]) for c in CONDITIONS[1:]},
+        "last step": _fmt(r["nmse_db_last"]), "oracle best": _fmt(r["nmse_db_oracle"]),
+        "mean stop": _fmt(r["mean_stop"]), "seeds": r["seeds"],
+    } for r in stats])
+
+
+def ablation_findings(stats: list[dict]) -> list[str]:
+    """Which variants differ from the main model beyond their paired 95% CI."""
+    out = []
+    for r in stats:
+        if r["is_main"] or not np.isfinite(r["delta"]):
+            continue
+        d, ci = r["delta"], r["delta_ci"]
+        if not np.isfinite(ci):
+            out.append(f"{r['variant']} ({r['settings']}): {d:+.2f} dB vs the main model (one seed: no CI).")
+        elif abs(d) > ci:
+            out.append(f"{r['variant']} ({r['settings']}) is {'better' if d < 0 else 'worse'} than the main "
+                       f"Stages I+II model by {abs(d):.2f} dB (paired 95% CI ± {ci:.2f}, {r['seeds']} seeds).")
+        else:
+            out.append(f"{r['variant']} ({r['settings']}) is not distinguishable from the main model: "
+                       f"{d:+.2f} ± {ci:.2f} dB (paired, {r['seeds']} seeds).")
     return out
 
 
@@ -305,13 +423,19 @@ def build_report(
     out_html: Path,
     out_plots: Path,
     config: dict,
+    ablations: dict | None = None,
     tracker=None,
 ) -> pd.DataFrame:
-    """Aggregate the seeds and write summary.csv, report.md, report.html and the plots."""
+    """Aggregate the seeds and write summary.csv, report.md, report.html and the plots.
+
+    ``ablations`` maps a variant name to ``{"tables": [per-seed metrics.csv], "overrides": {...}}``."""
     import yaml
 
-    seed_tables = [pd.read_csv(p) for p in tables]
-    seed_tables += [gain_rows(t) for t in seed_tables]
+    main_tables = [pd.read_csv(p) for p in tables]
+    variants = {name: {"tables": [pd.read_csv(p) for p in spec["tables"]], "overrides": spec["overrides"]}
+                for name, spec in (ablations or {}).items()}
+    seed_tables = main_tables + [gain_rows(t) for t in main_tables]
+    seed_tables += [ablation_rows(name, t) for name, spec in variants.items() for t in spec["tables"]]
     learned = aggregate([t for t in seed_tables if not t.empty])
     classic = pd.read_csv(classical).assign(ci95=float("nan"), n_seeds=1)
     summary = pd.concat([classic, learned], ignore_index=True)
@@ -323,6 +447,7 @@ def build_report(
     meta = json.loads(Path(problem_meta).read_text())
     plots = _plots(curve_data, info, Path(out_plots))
 
+    stats = ablation_stats(main_tables, variants, config)
     pcfg = meta["config"]
     T = int(config["model"]["T"])
     budgets = info["config"]["budgets"]
@@ -338,7 +463,7 @@ def build_report(
     gen = pd.DataFrame(
         [{"method": label(m), **{c: _fmt(*_cell(summary, m, c)) for c in extra}}
          for m in [f"{a}_t{b}" for b in budgets for a in ("ista", "fista")]
-         + ["lista", "lista_stop", "lista_stop_ft", "aevb"]
+         + ["lista", "lista_matched", "lista_stop", "lista_stop_ft", "aevb"]
          if not summary[summary.method == m].empty]
     ) if extra else None
     times = run_times(Path(out_summary).resolve().parent.parent / "benchmarks", curve_data[0], info)
@@ -353,14 +478,24 @@ def build_report(
             "a different size or budget is not expected to match its numbers.",
             *([f"Stage I was warm-started from the trained LISTA: the LISTA-stop model had "
                f"{config['baseline']['iterations']} + {config['stage1']['iterations']} updates, plain LISTA "
-               f"{config['baseline']['iterations']}. Row (e) below therefore mixes the effect of the oracle "
-               "objective with that of longer training."] if config["stage1"].get("init") == "baseline" else []),
+               f"{config['baseline']['iterations']}. Plain LISTA therefore mixes the effect of the oracle "
+               "objective with that of longer training"
+               + ("; the matched LISTA row (same start, updates, optimiser and batches as Stage I, plain "
+                  "loss) separates the two." if not summary[summary.method == "lista_matched"].empty else ".")]
+              if config["stage1"].get("init") == "baseline" else []),
         ]),
         ("Findings", ["\n".join(f"- {s}" for s in findings(summary, T))]),
         ("Table 2: NMSE (dB), ours vs the paper", [paper_table(
             summary, [f"{a}_t{b}" for b in sorted(budgets, reverse=True) for a in ("fista", "ista")]
-            + ["lista", "lista_stop"])]),
+            + ["lista", "lista_matched", "lista_stop"])]),
         ("Table 3: the training stages", [paper_table(summary, ["aevb", "lista_stop", "lista_stop_ft"])]),
+        ("Ablations: variants of the stopping pipeline, same seeds and data", [
+            ablation_table(stats),
+            "Δ is the variant minus the main Stages I+II model, seed by seed, averaged (± 95% CI over "
+            "seeds); negative is better. A variant re-trains only what its overrides touch (a Stage II "
+            "override re-uses the main Stage I model).",
+            "\n".join(f"- {s}" for s in ablation_findings(stats)),
+        ]),
         ("Is learning to stop worth it? The same trained model, read six ways", [
             skeptic_table(summary),
             "(a) stopping vs always running to T; (b) a fixed depth with the same mean cost; (c) stop when "

@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def copy_workflow(dest: Path, config: str = "configs/tiny.yaml") -> Path:
+def copy_workflow(dest: Path, config: str = "configs/tiny.yaml", extra: dict | None = None) -> Path:
+    """A runnable copy of the workflow in ``dest`` with ``config`` as its config.yaml
+    (top-level sections of ``extra`` added to it)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     shutil.copytree(REPO / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
@@ -27,6 +29,11 @@ def copy_workflow(dest: Path, config: str = "configs/tiny.yaml") -> Path:
     shutil.copytree(REPO / "profiles", dest / "profiles")
     shutil.copytree(REPO / "configs", dest / "configs")
     shutil.copy(REPO / config, dest / "config.yaml")
+    if extra:
+        import yaml
+
+        cfg = yaml.safe_load((dest / "config.yaml").read_text())
+        (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, **extra}, sort_keys=False))
     return dest
 
 
@@ -42,9 +49,14 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: i
 
 
 def planned_jobs(workdir: Path, *args: str) -> set[str]:
-    """Rules of the jobs a dry run would execute (from ``--summary``-independent dry-run stats)."""
+    """Rules of the jobs a dry run would execute."""
+    return set(planned_job_counts(workdir, *args))
+
+
+def planned_job_counts(workdir: Path, *args: str) -> dict[str, int]:
+    """``{rule: number of jobs}`` a dry run would execute (from its job stats table)."""
     proc = run_snakemake(workdir, "--dry-run", "--quiet", "rules", *args)
-    jobs = set()
+    jobs = {}
     table = False
     for line in (proc.stdout + proc.stderr).splitlines():
         parts = line.split()
@@ -52,5 +64,5 @@ def planned_jobs(workdir: Path, *args: str) -> set[str]:
             table = True
             continue
         if table and len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "all"):
-            jobs.add(parts[0])
+            jobs[parts[0]] = int(parts[1])
     return jobs

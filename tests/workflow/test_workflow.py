@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import copy_workflow, planned_jobs, run_snakemake
+from workflow_helpers import copy_workflow, planned_job_counts, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -21,7 +21,8 @@ def test_lint_is_clean(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml"])
+@pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml",
+                                    "configs/ablations.yaml"])
 def test_dry_run_of_each_config(tmp_path, config):
     work = copy_workflow(tmp_path, config)
     jobs = planned_jobs(work)
@@ -34,7 +35,7 @@ def test_summary_rows(tiny_run):
     assert set(summary.task) == {"sparse_recovery"}
     methods = set(summary.method)
     assert {"ista_t6", "fista_t6", "ista_t20", "fista_t20", "lista", "lista_stop", "lista_stop_ft", "aevb",
-            "lista_fixed_depth"} <= methods
+            "lista_fixed_depth", "lista_matched", "ablation/stage2_map", "ablation/beta_2"} <= methods
     assert {"mixed", "snr20", "snr30", "snr40"} <= set(summary.condition)
     stop = summary[(summary.method == "lista_stop") & (summary.condition == "mixed")]
     assert {"nmse_db", "nmse_db_sampled", "nmse_db_expected", "nmse_db_oracle", "mean_stop"} <= set(stop.metric)
@@ -49,6 +50,7 @@ def test_report_files(tiny_run):
     assert 'src="http' not in html  # self-contained
     md = (tiny_run / "results/report.md").read_text()
     assert "Is learning to stop worth it?" in md
+    assert "## Ablations" in md and "| stage2_map | stage2.loss=map |" in md and "| beta_2 | stage1.beta=2.0 |" in md
     assert (tiny_run / "results/plots/stop_histogram.png").stat().st_size > 0
 
 
@@ -100,7 +102,35 @@ def test_stage2_setting_reruns_stage2_and_downstream(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
     cfg["stage2"]["lr"] = 0.002
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(rerun_dir) == {"stage2", "finetune", "evaluate", "report"}
+    # the variants are the main config plus their overrides: their Stage II re-trains too
+    assert planned_job_counts(rerun_dir) == {"stage2": 1, "finetune": 1, "evaluate": 1, "report": 1,
+                                             "ablation_stage2": 2, "ablation_evaluate": 2}
+
+
+def test_variant_override_change_reruns_only_that_variant(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    cfg["ablations"]["stage2_map"]["stage2"]["loss"] = "reverse_kl"
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert planned_job_counts(rerun_dir) == {"ablation_stage2": 1, "ablation_evaluate": 1, "report": 1}
+
+
+def test_new_variant_trains_only_what_it_overrides(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    cfg["ablations"]["sampled"] = {"stage1": {"loss": "sampled"}}
+    cfg["ablations"]["wide"] = {"policy": {"hidden": [32]}}
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert planned_job_counts(rerun_dir) == {"ablation_stage1": 1, "ablation_stage2": 2, "ablation_evaluate": 2,
+                                             "report": 1}
+
+
+def test_stage1_beta_leaves_the_matched_control_alone(rerun_dir):
+    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
+    cfg["stage1"]["beta"] = 0.5
+    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_job_counts(rerun_dir)
+    assert "lista_matched" not in jobs and "baseline" not in jobs
+    # beta_2 overrides beta: its Stage I stays; stage2_map uses the main Stage I: re-trained
+    assert jobs["stage1"] == 1 and "ablation_stage1" not in jobs and jobs["ablation_stage2"] == 2
 
 
 def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
@@ -132,6 +162,11 @@ def test_disabling_finetune_drops_it(rerun_dir):
         ({"stage1": {"beta": 0.0}}, "beta"),  # beta <= 0
         ({"stage2": {"loss": "kl"}}, "loss"),  # unknown loss
         ({"seeds": []}, "seeds"),
+        ({"ablations": {"x": {"stage2": {"los": "map"}}}}, "ablations.x.stage2: unknown key(s) ['los']"),
+        ({"ablations": {"x": {"stage1": {"beta": 0.28}}}}, "ablations.x changes nothing"),
+        ({"ablations": {"x": {"stage1": {"beta": -1.0}}}}, "ablations.x: the overridden config is invalid"),
+        ({"ablations": {"x": {"model": {"T": 5}}}}, "model"),
+        ({"ablations": {"a/b": {"stage2": {"loss": "map"}}}}, "a/b"),
     ],
 )
 def test_schema_rejects_bad_config(tmp_path, patch, needle):

@@ -38,3 +38,24 @@ rule baseline:
         ENV
     script:
         "../scripts/baseline.py"
+
+
+rule lista_matched:
+    input:
+        unpack(matched_inputs),
+    output:
+        model=stage_model("lista_matched"),
+    params:
+        model=section("model"),
+        matched=matched_section(),
+    log:
+        "logs/seed{seed}/lista_matched.log",
+    benchmark:
+        "benchmarks/seed{seed}/lista_matched.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/lista_matched.py"

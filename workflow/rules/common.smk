@@ -12,6 +12,15 @@ REPO = Path(workflow.basedir)
 PKG = REPO / "l2o"
 SEEDS = [int(s) for s in config["seeds"]]
 ENV = "../../envs/l2o.yaml"
+ABLATIONS = sorted(config["ablations"])
+ABLATION_DIR = "results/seed{seed}/ablations/{variant}"
+OPTIM_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "val_every")
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    variant=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
 
 # l2o source files each stage depends on: an edit re-runs that stage (and what follows), nothing else.
 STAGE_SOURCES = {
@@ -30,6 +39,8 @@ STAGE_SOURCES = {
     "aevb": ["train/aevb.py", "train/joint.py", "train/loop.py", "train/common.py",
              "stopping/objectives.py", "stopping/distribution.py", "models/stop_policy.py",
              "models/lista.py", "checkpoints.py"],
+    "lista_matched": ["train/matched.py", "train/baseline.py", "train/loop.py", "train/common.py",
+                      "models/lista.py", "tasks/sparse_recovery/task.py", "checkpoints.py"],
     "evaluate": ["evaluate.py", "stopping/inference.py", "stopping/distribution.py"],
     "report": ["report.py"],
 }
@@ -71,14 +82,71 @@ def stage1_inputs(wildcards):
     return inputs
 
 
+def matched_inputs(wildcards):
+    inputs = {"data": "results/data/problem.npz", "code": stage_sources("lista_matched")}
+    if config["stage1"]["init"] == "baseline":
+        inputs["init"] = stage_model("baseline", wildcards.seed)
+    return inputs
+
+
+def matched_section():
+    """The matched-budget LISTA's settings: Stage I's optimiser, budget and init, the baseline's
+    gamma (l2o.train.matched.matched_settings; computed here so parsing never imports torch)."""
+    stage1 = config["stage1"]
+    settings = {k: stage1[k] for k in OPTIM_KEYS}
+    settings.update(gamma=config["baseline"]["gamma"], init=stage1["init"])
+    return canonical(settings)
+
+
 def evaluation_inputs(wildcards):
     models = {"lista": stage_model("baseline", wildcards.seed),
               "lista_stop": stage_model("stage2", wildcards.seed)}
+    if is_activated("matched_lista"):
+        models["lista_matched"] = stage_model("lista_matched", wildcards.seed)
     if is_activated("finetune"):
         models["lista_stop_ft"] = stage_model("finetune", wildcards.seed)
     if is_activated("aevb"):
         models["aevb"] = stage_model("aevb", wildcards.seed)
     return models
+
+
+# --- ablations: named variants of the stopping pipeline -------------------------------
+def check_ablations():
+    """Fail at parse time, naming the variant and key, on overrides that are unknown, badly
+    typed (the schema, applied to the merged config) or that change nothing."""
+    for name, variant in config["ablations"].items():
+        merged = {**config, "ablations": {}}
+        for section_name, overrides in variant.items():
+            unknown = sorted(set(overrides) - set(config[section_name]))
+            if unknown:
+                raise ValueError(f"ablations.{name}.{section_name}: unknown key(s) {unknown}; "
+                                 f"config section {section_name!r} has {sorted(config[section_name])}")
+            merged[section_name] = {**config[section_name], **overrides}
+        if all(merged[s] == config[s] for s in variant):
+            raise ValueError(f"ablations.{name} changes nothing: each override equals the main config")
+        try:
+            validate(merged, schema="../schemas/config.schema.yaml")
+        except Exception as err:
+            raise ValueError(f"ablations.{name}: the overridden config is invalid: {err}") from None
+
+
+check_ablations()
+
+
+def ablation_section(variant, name):
+    """Config section ``name`` with variant's overrides applied (a stage's params)."""
+    return canonical({**config[name], **config["ablations"][variant].get(name, {})})
+
+
+def ablation_stage1_model(wildcards):
+    """The variant's own Stage I model if it overrides stage1, else the main run's."""
+    if "stage1" in config["ablations"][wildcards.variant]:
+        return f"{ABLATION_DIR}/stage1/model.pt".format(seed=wildcards.seed, variant=wildcards.variant)
+    return stage_model("stage1", wildcards.seed)
+
+
+def ablation_outputs():
+    return expand(f"{ABLATION_DIR}/evaluation/metrics.csv", seed=SEEDS, variant=ABLATIONS)
 
 
 def report_config():

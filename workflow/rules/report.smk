@@ -2,6 +2,7 @@ rule report:
     input:
         tables=expand("results/seed{seed}/evaluation/metrics.csv", seed=SEEDS),
         curves=expand("results/seed{seed}/evaluation/curves.json", seed=SEEDS),
+        ablation_tables=ablation_outputs(),
         classical="results/classical/metrics.csv",
         classical_info="results/classical/classical.json",
         problem_meta="results/data/problem.json",

@@ -3,7 +3,7 @@ from pathlib import Path
 from l2o.jobs import log_evaluation, snakemake_job
 from l2o.evaluate import run_models
 
-METHODS = ("lista", "lista_stop", "lista_stop_ft", "aevb")
+METHODS = ("lista", "lista_matched", "lista_stop", "lista_stop_ft", "aevb")
 
 with snakemake_job(snakemake) as job:
     checkpoints = {m: Path(snakemake.input[m]) for m in METHODS if m in snakemake.input.keys()}

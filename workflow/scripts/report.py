@@ -4,7 +4,11 @@ from l2o.jobs import snakemake_job
 from l2o.report import build_report
 
 with snakemake_job(snakemake) as job:
+    variants = job.params["config"].get("ablations", {})
+    ablation_tables = {v: [Path(p) for p in snakemake.input.ablation_tables if f"/ablations/{v}/" in p]
+                       for v in variants}
     build_report(
+        ablations={v: {"tables": ablation_tables[v], "overrides": variants[v]} for v in variants},
         tables=[Path(p) for p in snakemake.input.tables],
         curves=[Path(p) for p in snakemake.input.curves],
         classical=Path(snakemake.input.classical),

@@ -1,0 +1,119 @@
+"""The matched-budget LISTA control for the skeptic's question (e).
+
+LISTA-stop's predictive model is plain LISTA trained further by Stage I (when
+``stage1.init`` is ``baseline``) or Stage I alone (``scratch``). Comparing it
+with the plain LISTA baseline therefore mixes two effects: the oracle
+objective and the extra training. This control separates them: a LISTA
+trained with the baseline's deep-supervision loss from the same start as
+Stage I, for the same number of updates, with the same batch size,
+optimiser settings and the very same training batches (Stage I's random
+stream). The only difference left is the objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from l2o.checkpoints import build_model, load_checkpoint
+from l2o.models.lista import LISTAConfig
+from l2o.train.baseline import BaselineConfig, step_weights
+from l2o.train.common import (
+    energy,
+    file_digest,
+    finish_stage,
+    fingerprint,
+    load_context,
+    make_generator,
+    predictive_val_metrics,
+    step_errors,
+    work_dir_for,
+)
+from l2o.train.loop import OptimConfig, fit, take_fields
+from l2o.tracking import NullTracker
+
+STAGE = "lista_matched"
+
+
+def matched_settings(baseline: dict, stage1: dict) -> dict:
+    """The control's training settings: Stage I's optimiser and budget, the baseline's loss.
+
+    >>> matched_settings({"iterations": 9, "lr": 1.0, "gamma": 0.5},
+    ...                  {"iterations": 3, "lr": 0.1, "batch_size": 8, "loss": "full", "init": "baseline"})
+    {'batch_size': 8, 'gamma': 0.5, 'init': 'baseline', 'iterations': 3, 'lr': 0.1}
+    """
+    optim_keys = {f for f in OptimConfig.__dataclass_fields__}
+    out = {k: v for k, v in stage1.items() if k in optim_keys}
+    out["gamma"] = baseline.get("gamma", 1.0)
+    out["init"] = stage1.get("init", "scratch")
+    return dict(sorted(out.items()))
+
+
+def load_initial_model(task, init: Path, model: dict, data_hash: str, device):
+    """A trained LISTA checkpoint as the starting point, checked against config section ``model``."""
+    ckpt = load_checkpoint(init, "predictive", data_hash)
+    wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
+    if ckpt["model_args"] != wanted:
+        raise ValueError(
+            f"initial checkpoint {init} has model {ckpt['model_args']}, but config section 'model' says {wanted}"
+        )
+    return build_model(task, ckpt, init, device)
+
+
+def run(
+    *,
+    data: Path,
+    out: Path,
+    model: dict,
+    matched: dict,
+    init: Path | None = None,
+    seed: int = 0,
+    tracker=None,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
+    """Train the control (settings from :func:`matched_settings`); write a ``predictive`` checkpoint."""
+    settings = dict(matched)
+    start = settings.pop("init", "scratch")
+    if start not in ("scratch", "baseline"):
+        raise ValueError(f"matched control: unknown init {start!r}; choose 'scratch' or 'baseline'")
+    if start == "baseline" and init is None:
+        raise ValueError("matched control starts from the baseline (stage1.init: baseline) but no checkpoint was given")
+    cfg = take_fields(BaselineConfig, settings, "matched control settings (from stage1 and baseline.gamma)")
+    take_fields(LISTAConfig, {"m": 1, "n": 1, **model}, "config section 'model'")
+    tracker = tracker or NullTracker()
+    ctx = load_context(data, device)
+    task = ctx.task
+    init_hash = None
+    if start == "baseline":
+        net = load_initial_model(task, init, model, ctx.data_hash, ctx.device)
+        init_hash = file_digest(init)
+    else:
+        net = task.build_model(model)
+    weights = step_weights(net.num_steps, cfg.gamma).to(ctx.device)
+    val = ctx.split("val")
+    val_energy = energy(val)
+
+    def loss_fn(batch):
+        losses = task.step_losses(net(task.model_inputs(batch)), batch)  # (B, T)
+        return (losses * weights).sum(dim=1).mean()
+
+    result = fit(
+        stage=STAGE,
+        modules={"model": net},
+        optim=cfg,
+        loss_fn=loss_fn,
+        sample_batch=lambda g: task.sample_batch(cfg.batch_size, g),
+        validate=lambda: predictive_val_metrics(step_errors(task, net, val), val_energy),
+        score_key="val_nmse_db_last",
+        work_dir=work_dir_for(out),
+        fingerprint=fingerprint(STAGE, asdict(cfg), start, model, seed, ctx.data_hash, init_hash),
+        # Stage I's stream: the control sees exactly the batches Stage I saw
+        generator=make_generator(seed, "stage1"),
+        tracker=tracker,
+        progress=progress,
+    )
+    finish_stage(out, stage=STAGE, ctx=ctx, net=net, result=result, tracker=tracker,
+                 config={"model": model, "matched": matched, "seed": seed})
+    return {"best_val_nmse_db_last": result.best_score, "best_iteration": result.best_iteration,
+            "seconds": result.seconds}

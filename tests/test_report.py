@@ -1,0 +1,90 @@
+"""Report arithmetic: seed aggregation, paired differences and the ablation table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from l2o.report import (
+    ablation_findings,
+    ablation_rows,
+    ablation_stats,
+    ablation_table,
+    aggregate,
+    mean_ci,
+    paired_difference,
+    seed_values,
+)
+
+CONFIG = {"stage1": {"loss": "full", "beta": 0.28}, "stage2": {"loss": "forward_kl"}}
+
+
+def seed_table(seed: int, method: str, mixed: float, *, last: float = -10.0, oracle: float = -11.0,
+               stop: float = 15.0) -> pd.DataFrame:
+    rows = [("mixed", "nmse_db", mixed), ("mixed", "nmse_db_last", last), ("mixed", "nmse_db_oracle", oracle),
+            ("mixed", "mean_stop", stop)]
+    rows += [(c, "nmse_db", mixed + d) for c, d in (("snr20", 1.0), ("snr30", 0.0), ("snr40", -1.0))]
+    return pd.DataFrame([{"task": "sparse_recovery", "method": method, "condition": c, "metric": m,
+                          "value": v, "seed": seed} for c, m, v in rows])
+
+
+def test_mean_ci_matches_the_t_interval():
+    mean, ci = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert ci == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))  # t_{0.975, 2} * sd / sqrt(n)
+    assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_aggregate_agrees_with_mean_ci():
+    tables = [seed_table(s, "lista_stop", v) for s, v in enumerate([-20.0, -21.0, -23.0])]
+    agg = aggregate(tables)
+    row = agg[(agg.condition == "mixed") & (agg.metric == "nmse_db")].iloc[0]
+    assert (row.value, row.ci95) == pytest.approx(mean_ci([-20.0, -21.0, -23.0]))
+    assert row.n_seeds == 3
+
+
+def test_paired_difference_uses_common_seeds_only():
+    mean, ci, n = paired_difference({0: -10.0, 1: -12.0, 2: -14.0}, {0: -9.0, 1: -11.0, 5: 0.0})
+    assert (mean, n) == (-1.0, 2)
+    assert ci == 0.0  # the same difference on both seeds
+
+
+def test_ablation_rows_keep_only_the_stopping_model_renamed():
+    t = pd.concat([seed_table(0, "lista_stop", -20.0), seed_table(0, "lista_fixed_depth", -18.0)])
+    rows = ablation_rows("beta_1", t)
+    assert set(rows.method) == {"ablation/beta_1"}
+    assert len(rows) == len(seed_table(0, "lista_stop", -20.0))
+
+
+def test_ablation_stats_pairs_variants_with_the_main_model():
+    main = [pd.concat([seed_table(s, "lista_stop", v), seed_table(s, "lista_stop_ft", v - 0.5)])
+            for s, v in enumerate([-20.0, -21.0, -22.0])]
+    better = [seed_table(s, "lista_stop", v - 1.0 - 0.1 * s) for s, v in enumerate([-20.0, -21.0, -22.0])]
+    noisy = [seed_table(s, "lista_stop", v + d) for s, (v, d) in enumerate(zip([-20.0, -21.0, -22.0], [2, -2, 0.3]))]
+    ablations = {"stage2_map": {"tables": better, "overrides": {"stage2": {"loss": "map"}}},
+                 "beta_1": {"tables": noisy, "overrides": {"stage1": {"beta": 1.0}}}}
+    stats = ablation_stats(main, ablations, CONFIG)
+    by = {r["variant"]: r for r in stats}
+    assert list(by) == ["main: Stages I+II", "main + Stage III", "beta_1", "stage2_map"]  # no AEVB tables
+    assert by["main: Stages I+II"]["mixed"] == pytest.approx(-21.0)
+    assert by["main + Stage III"]["delta"] == pytest.approx(-0.5)
+    assert by["stage2_map"]["delta"] == pytest.approx(-1.1)
+    assert by["stage2_map"]["settings"] == "stage2.loss=map"
+    assert by["stage2_map"]["snr20"] == pytest.approx(-22.1 + 1.0)
+    assert by["beta_1"]["delta"] == pytest.approx(0.1)
+    table = ablation_table(stats)
+    assert table.loc[0, "Δ vs main (paired)"] == "–"
+    assert table.loc[3, "Δ vs main (paired)"].startswith("-1.10 ± ")
+    findings = ablation_findings(stats)
+    assert any(f.startswith("stage2_map") and "better" in f for f in findings)
+    assert any(f.startswith("beta_1") and "not distinguishable" in f for f in findings)
+    assert seed_values(better, "lista_stop") == pytest.approx({0: -21.0, 1: -22.1, 2: -23.2})
+
+
+def test_single_seed_findings_say_there_is_no_ci():
+    main = [seed_table(0, "lista_stop", -20.0)]
+    stats = ablation_stats(main, {"x": {"tables": [seed_table(0, "lista_stop", -20.5)],
+                                        "overrides": {"stage2": {"loss": "map"}}}}, CONFIG)
+    assert ablation_findings(stats) == ["x (stage2.loss=map): -0.50 dB vs the main model (one seed: no CI)."]
