@@ -63,8 +63,10 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert {r.data.tags["rule"] for r in children} == TRAINING_JOBS
-    assert len(children) == len(TRAINING_JOBS)
+    jobs_per_rule = {r: 1 for r in TRAINING_JOBS | {"lista_matched"}}
+    jobs_per_rule.update(ablation_stage1=1, ablation_stage2=2, ablation_evaluate=2)  # beta_2: I+II; stage2_map: II
+    assert {r.data.tags["rule"] for r in children} == set(jobs_per_rule)
+    assert len(children) == sum(jobs_per_rule.values())
     for r in children:
         assert r.info.status == "FINISHED"
         assert r.data.params, r.data.tags["rule"]
@@ -73,6 +75,11 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     assert "val_nmse_db_expected" in stage2.data.metrics
     assert stage2.data.tags["upstream.stage1"] == next(
         r.info.run_id for r in children if r.data.tags["rule"] == "stage1")
+    # a Stage-II-only variant is trained on the main run's Stage I model
+    variant = next(r for r in children if r.data.tags["rule"] == "ablation_stage2"
+                   and r.data.tags["wildcard.variant"] == "stage2_map")
+    assert variant.data.tags["upstream.stage1"] == stage2.data.tags["upstream.stage1"]
+    assert (variant.data.params["stage2.loss"], stage2.data.params["stage2.loss"]) == ("map", "forward_kl")
     history = client.get_metric_history(stage2.info.run_id, "val_nmse_db_expected")
     assert len(history) >= 2  # by step
     evaluate = next(r for r in children if r.data.tags["rule"] == "evaluate")
@@ -129,14 +136,15 @@ def test_stage1_beta_leaves_the_matched_control_alone(rerun_dir):
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = planned_job_counts(rerun_dir)
     assert "lista_matched" not in jobs and "baseline" not in jobs
-    # beta_2 overrides beta: its Stage I stays; stage2_map uses the main Stage I: re-trained
-    assert jobs["stage1"] == 1 and "ablation_stage1" not in jobs and jobs["ablation_stage2"] == 2
+    # beta_2 overrides beta: its Stages I and II stay; stage2_map sits on the main Stage I: re-trained
+    assert jobs["stage1"] == 1 and "ablation_stage1" not in jobs and jobs["ablation_stage2"] == 1
 
 
 def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
     with open(rerun_dir / "l2o/train/stage2.py", "a") as fh:
         fh.write("\n# an edit\n")
-    assert planned_jobs(rerun_dir) == {"stage2", "finetune", "evaluate", "report"}
+    assert planned_jobs(rerun_dir) == {"stage2", "finetune", "evaluate", "report", "ablation_stage2",
+                                       "ablation_evaluate"}
 
 
 def test_report_code_edit_reruns_only_report(rerun_dir):
