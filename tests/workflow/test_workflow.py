@@ -21,12 +21,21 @@ def test_lint_is_clean(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml",
-                                    "configs/ablations.yaml"])
+@pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml"])
 def test_dry_run_of_each_config(tmp_path, config):
     work = copy_workflow(tmp_path, config)
     jobs = planned_jobs(work)
     assert {"data", "classical", "baseline", "stage1", "stage2", "evaluate", "report"} <= jobs
+
+
+def test_ablation_overlay_on_the_default_config(tmp_path):
+    work = copy_workflow(tmp_path, "config.yaml")
+    overlay = yaml.safe_load((work / "configs/ablations.yaml").read_text())
+    jobs = planned_job_counts(work, "--configfile", "config.yaml", "configs/ablations.yaml")
+    seeds = len(overlay["seeds"])
+    reaching_stage1 = sum("stage1" in v for v in overlay["ablations"].values())
+    assert jobs["ablation_stage1"] == seeds * reaching_stage1
+    assert jobs["ablation_stage2"] == jobs["ablation_evaluate"] == seeds * len(overlay["ablations"])
 
 
 def test_summary_rows(tiny_run):
