@@ -86,15 +86,19 @@ SUBMIT_RE = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\
 # helpers
 
 
+# the DAG the cluster test is written for (the matched control would add one job per seed)
+EXTRA_CONFIG = {"matched_lista": {"enabled": False}}
+
+
 def _copy_workflow(dest: Path) -> Path:
     if (wh.REPO / "Snakefile").is_file():
-        work = wh.copy_workflow(dest)
+        work = wh.copy_workflow(dest, extra=EXTRA_CONFIG)
     else:
         # tests/workflow_helpers.py takes REPO = parents[2] of itself, which is
         # the folder above the repository: point it at the repository for this copy.
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(wh, "REPO", REPO)
-            work = wh.copy_workflow(dest)
+            work = wh.copy_workflow(dest, extra=EXTRA_CONFIG)
     if (REPO / "profiles").is_dir() and not (work / "profiles").exists():
         shutil.copytree(REPO / "profiles", work / "profiles")
     return work

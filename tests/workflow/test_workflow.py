@@ -214,3 +214,16 @@ def test_snakemake_report_with_captions(tiny_run, tmp_path):
     out = tmp_path / "snakemake-report.html"
     run_snakemake(tiny_run, "--report", str(out))
     assert out.stat().st_size > 10_000
+
+
+def test_slurm_profile_sizes_every_compute_rule(tmp_path):
+    """A rule missing from the SLURM profile would get the small default allocation (or, for a
+    training rule, a GPU request without CPUs/memory): every rule but the light ones is listed."""
+    work = copy_workflow(tmp_path)
+    proc = run_snakemake(work, "--list-rules")
+    rules = {line.strip() for line in proc.stdout.splitlines() if line.strip() and " " not in line.strip()}
+    profile = yaml.safe_load((work / "profiles/slurm/config.yaml").read_text())
+    light = {"all", "data", "report"}
+    assert rules - light, proc.stdout
+    assert rules - light <= set(profile["set-resources"]), sorted(rules - light - set(profile["set-resources"]))
+    assert rules - light <= set(profile["set-threads"])
