@@ -7,7 +7,7 @@ import yaml
 
 from l2o.cli import build_parser, main
 
-COMMANDS = ["data", "classical", "baseline", "stage1", "stage2", "finetune", "aevb", "evaluate", "predict",
+COMMANDS = ["data", "classical", "baseline", "matched", "stage1", "stage2", "finetune", "aevb", "evaluate", "predict",
             "report", "mlflow-server"]
 
 
@@ -49,11 +49,14 @@ def test_cli_sequence_from_data_to_prediction(tmp_path, tiny_config, capsys):
     assert main(["classical", *args, "--data", str(d), "--out-dir", str(tmp_path / "cl")]) == 0
     assert main(["baseline", *args, "--data", str(d), "--out", str(tmp_path / "b.pt")]) == 0
     assert main(["stage1", *args, "--data", str(d), "--out", str(tmp_path / "s1.pt")]) == 0
+    assert main(["matched", *args, "--data", str(d), "--out", str(tmp_path / "m.pt")]) == 0
     assert main(["stage2", *args, "--data", str(d), "--model", str(tmp_path / "s1.pt"), "--out", str(tmp_path / "s2.pt")]) == 0
     assert main(["finetune", *args, "--data", str(d), "--model", str(tmp_path / "s2.pt"), "--out", str(tmp_path / "s3.pt")]) == 0
     assert main(["evaluate", *args, "--data", str(d), "--lista", str(tmp_path / "b.pt"), "--lista-stop",
-                 str(tmp_path / "s2.pt"), "--out-dir", str(tmp_path / "ev")]) == 0
-    assert (tmp_path / "ev/metrics.csv").is_file()
+                 str(tmp_path / "s2.pt"), "--lista-matched", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path / "ev")]) == 0
+    import pandas as pd
+
+    assert {"lista", "lista_matched", "lista_stop"} <= set(pd.read_csv(tmp_path / "ev/metrics.csv").method)
     assert main(["predict", *args, "--data", str(d), "--model", str(tmp_path / "s2.pt"), "--out", str(tmp_path / "p.npz")]) == 0
     assert (tmp_path / "p.npz").is_file()
 

@@ -104,3 +104,15 @@ def test_classical_findings_name_the_stronger_setting():
         "ISTA (T=20) with (L, ρ) tuned on validation is stronger than at the paper's (L, ρ): "
         "-8.66 vs -5.47 dB (-3.19 dB, mixed test).",
     ]
+
+
+def test_matched_findings_are_paired_over_seeds():
+    from l2o.report import matched_findings
+
+    tables = [pd.concat([seed_table(s, "lista_stop", v, last=v + 0.5),
+                         seed_table(s, "lista_matched", v + 1.0 + 0.1 * s)])
+              for s, v in enumerate([-20.0, -21.0, -22.0])]
+    last, stop = matched_findings(tables)
+    assert "at its last step vs the matched LISTA: -0.60 dB" in last and last.endswith(": better.")
+    assert "with its learned stop vs the matched LISTA: -1.10 dB" in stop
+    assert matched_findings([seed_table(0, "lista_stop", -20.0)]) == []

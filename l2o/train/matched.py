@@ -7,7 +7,10 @@ objective and the extra training. This control separates them: a LISTA
 trained with the baseline's deep-supervision loss from the same start as
 Stage I, for the same number of updates, with the same batch size,
 optimiser settings and the very same training batches (Stage I's random
-stream). The only difference left is the objective.
+stream; with ``stage1.loss: sampled`` Stage I also draws its step samples from
+that stream, so there the batches agree only at the first step). Model
+selection differs as each objective's own does: the control keeps its best
+validation last-step NMSE (as the baseline), Stage I its best best-step NMSE.
 """
 
 from __future__ import annotations

@@ -76,8 +76,12 @@ def stage_model(stage, seed="{seed}"):
 
 
 def stage1_inputs(wildcards):
+    """Stage I's inputs (the main run's, or an ablation variant's: its own stage1.init)."""
     inputs = {"data": "results/data/problem.npz", "code": stage_sources("stage1")}
-    if config["stage1"]["init"] == "baseline":
+    stage1 = config["stage1"]
+    if "variant" in wildcards.keys():
+        stage1 = {**stage1, **config["ablations"][wildcards.variant].get("stage1", {})}
+    if stage1["init"] == "baseline":
         inputs["init"] = stage_model("baseline", wildcards.seed)
     return inputs
 
