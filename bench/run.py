@@ -397,6 +397,7 @@ def build_training_step(kind: str, spec: dict) -> Callable[[], dict]:
     from l2o.stopping.objectives import stage1_loss
     from l2o.stopping.oracle import oracle_log_distribution
     from l2o.train.baseline import step_weights
+    from l2o.train.loop import make_adam
 
     device, B, T = spec["device"], spec["batch"], spec["T"]
     torch.manual_seed(spec["seed"])
@@ -439,7 +440,7 @@ def build_training_step(kind: str, spec: dict) -> Callable[[], dict]:
             return stage2_loss("forward_kl", log_q, log_q_oracle)
     else:
         raise ValueError(f"unknown training kind {kind!r}")
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    opt = make_adam(params, lr, 1e-4)
     extra_zero = net if kind == "stage2_autograd" else None
 
     def step() -> dict:

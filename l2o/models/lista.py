@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from l2o.models.lista_fused import lista_exact_forward
+
 SOFT_THRESHOLDS = ("exact", "smooth")
 
 
@@ -69,6 +71,8 @@ class LISTA(nn.Module):
     ``x = model.step(t, x, y)`` for ``t = 1 .. T``.
     """
 
+    fused: bool = True  # use the hand-written forward/backward where it applies (see forward)
+
     def __init__(self, config: LISTAConfig, A: Tensor | None = None):
         super().__init__()
         self.config = config
@@ -118,7 +122,20 @@ class LISTA(nn.Module):
         return self.shrink(v, t)
 
     def forward(self, y: Tensor, num_steps: int | None = None) -> Tensor:
-        """All iterates, (B, m) -> (T, B, n); ``num_steps`` truncates to the first steps."""
+        """All iterates, (B, m) -> (T, B, n); ``num_steps`` truncates to the first steps.
+
+        With the exact soft threshold and every ``theta >= 0`` (always so at the ISTA
+        initialisation, and in practice after training) this runs the hand-written
+        forward/backward of :mod:`l2o.models.lista_fused`; otherwise, or with
+        ``model.fused = False``, step by step under autograd (:meth:`forward_stepwise`).
+        """
+        K = num_steps or self.num_steps
+        if self.fused and self.config.soft_threshold == "exact" and bool((self.theta[:K] >= 0).all()):
+            return lista_exact_forward(y, self.W1[:K], self.W2[:K], self.theta[:K])
+        return self.forward_stepwise(y, K)
+
+    def forward_stepwise(self, y: Tensor, num_steps: int | None = None) -> Tensor:
+        """The reference path: :meth:`step` T times under autograd, (B, m) -> (T, B, n)."""
         # Split the stacked weights once: indexing W[t-1] at every step makes autograd
         # build and add a zero gradient of the whole (T, ...) tensor per step.
         W1s, W2s = self.W1.unbind(0), self.W2.unbind(0)

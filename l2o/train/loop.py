@@ -76,6 +76,16 @@ class FitResult:
     seconds: float
 
 
+def make_adam(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with the stage's settings; the fused kernel where torch has one (CPU, CUDA).
+
+    The fused kernel does Adam's element-wise work in one pass over each parameter
+    (the for-loop version makes about ten); same update to float rounding.
+    """
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def fit(
     *,
     stage: str,
@@ -102,7 +112,7 @@ def fit(
     if not params:
         raise ValueError(f"{stage}: nothing to train")
     device = params[0].device
-    opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    opt = make_adam(params, optim.lr, optim.weight_decay)
     ckpt_path = Path(work_dir) / "last.pt"
     start, history, best, elapsed = 0, [], None, 0.0
 

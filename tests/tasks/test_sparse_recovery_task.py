@@ -132,3 +132,17 @@ def test_ista_init_nmse_is_finite_on_val(task, tiny_problem):
         se = task.step_losses(model(y), {"y": y, "x": x})
     db = nmse_db(se[:, -1].numpy(), x.pow(2).sum(dim=1).numpy())
     assert math.isfinite(db) and db < 0  # better than predicting zero
+
+
+@pytest.mark.parametrize("shape", [(5, 13, 11), (13, 11), (2, 3, 13, 11)])
+def test_squared_error_values_and_gradients(shape):
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(13, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(squared_error(states, target), (states - target).pow(2).sum(-1), rtol=1e-12)
+    assert torch.autograd.gradcheck(squared_error, (states, target))
+
+
+def test_squared_error_shape_mismatch_is_named():
+    with pytest.raises(ValueError, match="target's shape"):
+        squared_error(torch.zeros(4, 3, 5), torch.zeros(3, 6))

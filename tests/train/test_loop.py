@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from l2o.train.loop import OptimConfig, fit, split_optim, take_fields
+from l2o.train.loop import OptimConfig, fit, make_adam, split_optim, take_fields
 
 W_TRUE = torch.tensor([1.0, -2.0, 0.5])
 STAGE = "toy-stage"
@@ -251,3 +251,19 @@ def test_resume_on_cuda_equals_uninterrupted_run(tmp_path):
         VAL = saved_val
     assert state_equal(resumed, reference)
     assert res.history == ref.history
+
+
+def test_make_adam_is_fused_on_cpu_and_matches_the_loop_version():
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(30, generator=gen)
+    grads = [torch.randn(30, generator=gen) for _ in range(5)]
+    fused_p, plain_p = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    fused = make_adam([fused_p], lr=1e-2, weight_decay=1e-4)
+    plain = torch.optim.Adam([plain_p], lr=1e-2, weight_decay=1e-4)
+    assert fused.param_groups[0]["fused"]
+    for g in grads:
+        for p, opt in ((fused_p, fused), (plain_p, plain)):
+            p.grad = g.clone()
+            opt.step()
+    assert not torch.equal(fused_p, start)
+    assert torch.allclose(fused_p, plain_p, rtol=1e-5, atol=1e-7)
