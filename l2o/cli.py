@@ -157,7 +157,7 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
         meta = write_problem(take_fields(ProblemConfig, _section(cfg, "problem", args.config), "config section 'problem'"), args.out)
         print(f"wrote {args.out} (hash {meta['hash'][:12]}, lambda_max(AtA)={meta['lambda_max_AtA']:.3f})")
     elif args.command == "classical":
-        from l2o.evaluate import run_classical
+        from l2o.classical import run_classical
 
         df = run_classical(data=args.data, out_table=args.out_dir / "metrics.csv",
                            out_json=args.out_dir / "classical.json",

@@ -1,11 +1,8 @@
 """Evaluation on the fixed test set: NMSE (dB, ratio of means) mixed and per SNR.
 
-Two entry points, each writing a tidy table (``task, method, condition,
-metric, value`` [+ ``seed``]) and a JSON of per-step curves:
-
-* :func:`run_classical` tunes ISTA/FISTA on validation (divergence-guarded)
-  and evaluates them, plus the paper's settings, on test;
-* :func:`run_models` evaluates the trained checkpoints of one seed: LISTA,
+:func:`run_models` writes a tidy table (``task, method, condition, metric,
+value, seed``, see :mod:`l2o.metrics`) and a JSON of per-step curves. It
+evaluates the trained checkpoints of one seed: LISTA,
   LISTA-stop (deterministic, sampled, expected, oracle), fine-tuned, AEVB, the
   same model truncated at a fixed depth of equal mean cost, and a non-learned
   stopping rule tuned on validation to the same mean cost.
@@ -16,107 +13,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from l2o.algorithms.grid_search import ClassicalConfig, per_step_errors, search
 from l2o.checkpoints import build_model, build_policy, load_checkpoint
-from l2o.io import atomic_path, write_json_atomic
+from l2o.io import write_json_atomic
+from l2o.metrics import condition_name, db_of, metric_rows, nmse_by_condition, write_table
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.inference import predict_early_exit, stop_index
 from l2o.train.common import batched_indices, load_context
-from l2o.train.loop import take_fields
 
 log = logging.getLogger("l2o")
-
-COLUMNS = ["task", "method", "condition", "metric", "value"]
-TASK = "sparse_recovery"
-
-
-def condition_name(snr: float) -> str:
-    return f"snr{int(round(snr))}"
-
-
-def nmse_by_condition(
-    sq_err: np.ndarray, energy: np.ndarray, snr: np.ndarray, mixed: bool = True
-) -> dict[str, float]:
-    """NMSE (dB, ratio of means) over all examples (``mixed``) and per SNR block.
-
-    >>> nmse_by_condition(np.array([1.0, 1.0]), np.array([10.0, 100.0]), np.array([20.0, 30.0]))
-    {'mixed': -17.403626894942438, 'snr20': -10.0, 'snr30': -20.0}
-    """
-    out = {}
-    if mixed:
-        out["mixed"] = _db(sq_err.mean() / energy.mean())
-    for level in np.unique(snr):
-        sel = snr == level
-        out[condition_name(level)] = _db(sq_err[sel].mean() / energy[sel].mean())
-    return out
-
-
-def _db(ratio) -> float:
-    return float(10.0 * np.log10(ratio)) if ratio > 0 else float("-inf")
-
-
-def _rows(method: str, metric: str, values: dict[str, float]) -> list[dict]:
-    return [
-        {"task": TASK, "method": method, "condition": c, "metric": metric, "value": v}
-        for c, v in values.items()
-    ]
-
-
-def write_table(rows: list[dict], path: Path, seed: int | None = None) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    if seed is not None:
-        df["seed"] = seed
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return df
-
-
-# --- classical ---------------------------------------------------------------
-def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dict, device=None) -> pd.DataFrame:
-    """Tune ISTA/FISTA on validation per budget, evaluate chosen and paper settings on test."""
-    cfg = take_fields(ClassicalConfig, classical, "config section 'classical'")
-    ctx = load_context(data, device)
-    A = ctx.task.A
-    t0 = time.perf_counter()
-    chosen, grid = search(A, ctx.split("val"), cfg)
-    search_seconds = time.perf_counter() - t0
-    sets = {"test": ctx.split("test")}
-    if "extra_y" in ctx.arrays:
-        sets["extra"] = ctx.split("extra")
-    rows, curves = [], {}
-    settings = {name: ("tuned", *lr) for name, lr in chosen.items()}
-    settings.update({f"{k}_paper": ("paper", *v) for k, v in cfg.paper_settings.items()})
-    for name, (_, L, rho) in settings.items():
-        algorithm, budget = name.split("_")[0], int(name.split("_")[1][1:])
-        for split, batch in sets.items():
-            errs = per_step_errors(A, batch, algorithm, L, rho, budget).cpu().numpy()
-            energy = batch["x"].pow(2).sum(-1).cpu().numpy()
-            snr = batch["snr"].cpu().numpy()
-            rows += _rows(name, "nmse_db", nmse_by_condition(errs[:, -1], energy, snr, mixed=split == "test"))
-            if split == "test":
-                rows += _rows(name, "diverged", {"mixed": int((~np.isfinite(errs[:, -1])).sum())})
-                curves[name] = [_db(errs[:, t].mean() / energy.mean()) for t in range(budget)]
-    df = write_table(rows, out_table)
-    write_json_atomic(
-        {
-            "chosen": {k: {"L": v[0], "rho": v[1]} for k, v in chosen.items()},
-            "paper": {k: {"L": v[0], "rho": v[1]} for k, v in cfg.paper_settings.items()},
-            "grid": grid,
-            "curves_nmse_db": curves,
-            "search_seconds": search_seconds,
-            "config": asdict(cfg),
-        },
-        out_json,
-    )
-    return df
-
 
 # --- learned models ----------------------------------------------------------
 @torch.no_grad()
@@ -173,16 +83,16 @@ def _stopping_metrics(name, errors, logits, candidates, energy, snr, uniforms, m
     rows_idx = np.arange(len(det))
     steps = np.asarray(candidates)
     rows = []
-    rows += _rows(name, "nmse_db", nmse_by_condition(cand_err[rows_idx, det], energy, snr, mixed))
-    rows += _rows(name, "nmse_db_sampled", nmse_by_condition(cand_err[rows_idx, samp], energy, snr, mixed))
-    rows += _rows(name, "nmse_db_expected", nmse_by_condition((q * cand_err).sum(1), energy, snr, mixed))
-    rows += _rows(name, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
-    rows += _rows(name, "nmse_db_last", nmse_by_condition(errors[:, -1], energy, snr, mixed))
+    rows += metric_rows(name, "nmse_db", nmse_by_condition(cand_err[rows_idx, det], energy, snr, mixed))
+    rows += metric_rows(name, "nmse_db_sampled", nmse_by_condition(cand_err[rows_idx, samp], energy, snr, mixed))
+    rows += metric_rows(name, "nmse_db_expected", nmse_by_condition((q * cand_err).sum(1), energy, snr, mixed))
+    rows += metric_rows(name, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
+    rows += metric_rows(name, "nmse_db_last", nmse_by_condition(errors[:, -1], energy, snr, mixed))
     stop_steps = steps[det].astype(float)
     mean_stop = {"mixed": stop_steps.mean()} if mixed else {}
     for level in np.unique(snr):
         mean_stop[condition_name(level)] = stop_steps[snr == level].mean()
-    rows += _rows(name, "mean_stop", mean_stop)
+    rows += metric_rows(name, "mean_stop", mean_stop)
     return rows, q, steps[det]
 
 
@@ -220,10 +130,10 @@ def run_models(
             energy = batch["x"].pow(2).sum(-1).cpu().double().numpy()
             snr = batch["snr"].cpu().numpy()
             if mixed:
-                info["nmse_db_per_step"] = [_db(errors[:, t].mean() / energy.mean()) for t in range(errors.shape[1])]
+                info["nmse_db_per_step"] = [db_of(errors[:, t].mean() / energy.mean()) for t in range(errors.shape[1])]
             if not stopping:
-                rows += _rows(method, "nmse_db", nmse_by_condition(errors[:, -1], energy, snr, mixed))
-                rows += _rows(method, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
+                rows += metric_rows(method, "nmse_db", nmse_by_condition(errors[:, -1], energy, snr, mixed))
+                rows += metric_rows(method, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
                 continue
             gen = torch.Generator().manual_seed(sample_seed)
             uniforms = torch.rand(logits.shape, generator=gen, dtype=torch.float64)
@@ -246,7 +156,7 @@ def run_models(
                 candidate_steps=list(candidates),
                 q_mean=q.mean(0).tolist(),
                 q_weighted_nmse_db=[
-                    _db(((q[:, k] * cand_err[:, k]).sum() / max(q[:, k].sum(), 1e-300)) / energy.mean())
+                    db_of(((q[:, k] * cand_err[:, k]).sum() / max(q[:, k].sum(), 1e-300)) / energy.mean())
                     for k in range(len(candidates))
                 ],
                 stop_histogram=np.bincount(stop_steps, minlength=net.num_steps + 1)[1:].tolist(),
@@ -264,13 +174,13 @@ def _baselines_at_equal_cost(task, net, val, errors, rel, energy, snr, stop_step
     rows = []
     mean_stop = float(stop_steps.mean())
     depth = int(min(max(round(mean_stop), 1), errors.shape[1]))
-    rows += _rows("lista_fixed_depth", "nmse_db", nmse_by_condition(errors[:, depth - 1], energy, snr))
-    rows += _rows("lista_fixed_depth", "mean_stop", {"mixed": float(depth)})
+    rows += metric_rows("lista_fixed_depth", "nmse_db", nmse_by_condition(errors[:, depth - 1], energy, snr))
+    rows += metric_rows("lista_fixed_depth", "mean_stop", {"mixed": float(depth)})
     v_err, v_rel, _ = _model_outputs(task, net, None, val, None)
     eps = tune_change_rule(v_rel, v_err, mean_stop)
     idx = first_below(rel, eps)
-    rows += _rows("lista_stop_heuristic", "nmse_db", nmse_by_condition(errors[np.arange(len(idx)), idx], energy, snr))
-    rows += _rows("lista_stop_heuristic", "mean_stop", {"mixed": float(idx.mean() + 1)})
+    rows += metric_rows("lista_stop_heuristic", "nmse_db", nmse_by_condition(errors[np.arange(len(idx)), idx], energy, snr))
+    rows += metric_rows("lista_stop_heuristic", "mean_stop", {"mixed": float(idx.mean() + 1)})
     info["fixed_depth"] = depth
     info["heuristic_eps"] = eps
     return rows

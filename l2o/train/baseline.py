@@ -51,6 +51,38 @@ def step_weights(T: int, gamma: float) -> torch.Tensor:
     return w / w.sum()
 
 
+def train_deep_supervision(stage: str, net, cfg: BaselineConfig, ctx, out: Path, *, fingerprint: str,
+                           generator: torch.Generator, tracker, progress: bool):
+    """Fit ``net`` (in place) with the deep-supervision loss; keep the best validation last-step NMSE.
+
+    Shared by the baseline and the matched-budget control (:mod:`l2o.train.matched`),
+    which differ only in their start, settings and random stream.
+    """
+    task = ctx.task
+    weights = step_weights(net.num_steps, cfg.gamma).to(ctx.device)
+    val = ctx.split("val")
+    val_energy = energy(val)
+
+    def loss_fn(batch):
+        losses = task.step_losses(net(task.model_inputs(batch)), batch)  # (B, T)
+        return (losses * weights).sum(dim=1).mean()
+
+    return fit(
+        stage=stage,
+        modules={"model": net},
+        optim=cfg,
+        loss_fn=loss_fn,
+        sample_batch=lambda g: task.sample_batch(cfg.batch_size, g),
+        validate=lambda: predictive_val_metrics(step_errors(task, net, val), val_energy),
+        score_key="val_nmse_db_last",
+        work_dir=work_dir_for(out),
+        fingerprint=fingerprint,
+        generator=generator,
+        tracker=tracker,
+        progress=progress,
+    )
+
+
 def run(
     *,
     data: Path,
@@ -67,29 +99,11 @@ def run(
     take_fields(LISTAConfig, {"m": 1, "n": 1, **model}, "config section 'model'")
     tracker = tracker or NullTracker()
     ctx = load_context(data, device)
-    task = ctx.task
-    net = task.build_model(model)
-    weights = step_weights(net.num_steps, cfg.gamma).to(ctx.device)
-    val = ctx.split("val")
-    val_energy = energy(val)
-
-    def loss_fn(batch):
-        losses = task.step_losses(net(task.model_inputs(batch)), batch)  # (B, T)
-        return (losses * weights).sum(dim=1).mean()
-
-    result = fit(
-        stage="baseline",
-        modules={"model": net},
-        optim=cfg,
-        loss_fn=loss_fn,
-        sample_batch=lambda g: task.sample_batch(cfg.batch_size, g),
-        validate=lambda: predictive_val_metrics(step_errors(task, net, val), val_energy),
-        score_key="val_nmse_db_last",
-        work_dir=work_dir_for(out),
+    net = ctx.task.build_model(model)
+    result = train_deep_supervision(
+        "baseline", net, cfg, ctx, out,
         fingerprint=fingerprint("baseline", asdict(cfg), model, seed, ctx.data_hash),
-        generator=make_generator(seed, "baseline"),
-        tracker=tracker,
-        progress=progress,
+        generator=make_generator(seed, "baseline"), tracker=tracker, progress=progress,
     )
     finish_stage(out, stage="baseline", ctx=ctx, net=net, result=result, tracker=tracker,
                  config={"model": model, "baseline": baseline, "seed": seed})

@@ -139,6 +139,21 @@ def stopping_val_metrics(
     }
 
 
+def load_initial_model(task, init: Path, model: dict, data_hash: str, device, what: str = "initial checkpoint"):
+    """A trained LISTA checkpoint to start from, checked against config section ``model``.
+
+    ``what`` names the checkpoint in the error (e.g. ``baseline checkpoint``).
+    """
+    from l2o.checkpoints import build_model, load_checkpoint
+    from l2o.models.lista import LISTAConfig
+
+    ckpt = load_checkpoint(init, "predictive", data_hash)
+    wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
+    if ckpt["model_args"] != wanted:
+        raise ValueError(f"{what} {init} has model {ckpt['model_args']}, but config section 'model' says {wanted}")
+    return build_model(task, ckpt, init, device)
+
+
 def work_dir_for(out: Path) -> Path:
     """Where a stage keeps its resumable checkpoint: ``.<output name>.work`` beside the output."""
     return Path(out).parent / f".{Path(out).name}.work"

@@ -18,21 +18,17 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from l2o.checkpoints import build_model, load_checkpoint
 from l2o.models.lista import LISTAConfig
-from l2o.train.baseline import BaselineConfig, step_weights
+from l2o.train.baseline import BaselineConfig, train_deep_supervision
 from l2o.train.common import (
-    energy,
     file_digest,
     finish_stage,
     fingerprint,
     load_context,
+    load_initial_model,
     make_generator,
-    predictive_val_metrics,
-    step_errors,
-    work_dir_for,
 )
-from l2o.train.loop import OptimConfig, fit, take_fields
+from l2o.train.loop import OptimConfig, take_fields
 from l2o.tracking import NullTracker
 
 STAGE = "lista_matched"
@@ -50,17 +46,6 @@ def matched_settings(baseline: dict, stage1: dict) -> dict:
     out["gamma"] = baseline.get("gamma", 1.0)
     out["init"] = stage1.get("init", "scratch")
     return dict(sorted(out.items()))
-
-
-def load_initial_model(task, init: Path, model: dict, data_hash: str, device):
-    """A trained LISTA checkpoint as the starting point, checked against config section ``model``."""
-    ckpt = load_checkpoint(init, "predictive", data_hash)
-    wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
-    if ckpt["model_args"] != wanted:
-        raise ValueError(
-            f"initial checkpoint {init} has model {ckpt['model_args']}, but config section 'model' says {wanted}"
-        )
-    return build_model(task, ckpt, init, device)
 
 
 def run(
@@ -93,28 +78,11 @@ def run(
         init_hash = file_digest(init)
     else:
         net = task.build_model(model)
-    weights = step_weights(net.num_steps, cfg.gamma).to(ctx.device)
-    val = ctx.split("val")
-    val_energy = energy(val)
-
-    def loss_fn(batch):
-        losses = task.step_losses(net(task.model_inputs(batch)), batch)  # (B, T)
-        return (losses * weights).sum(dim=1).mean()
-
-    result = fit(
-        stage=STAGE,
-        modules={"model": net},
-        optim=cfg,
-        loss_fn=loss_fn,
-        sample_batch=lambda g: task.sample_batch(cfg.batch_size, g),
-        validate=lambda: predictive_val_metrics(step_errors(task, net, val), val_energy),
-        score_key="val_nmse_db_last",
-        work_dir=work_dir_for(out),
+    result = train_deep_supervision(
+        STAGE, net, cfg, ctx, out,
         fingerprint=fingerprint(STAGE, asdict(cfg), start, model, seed, ctx.data_hash, init_hash),
-        # Stage I's stream: the control sees exactly the batches Stage I saw
-        generator=make_generator(seed, "stage1"),
-        tracker=tracker,
-        progress=progress,
+        generator=make_generator(seed, "stage1"),  # Stage I's stream: the very batches Stage I saw
+        tracker=tracker, progress=progress,
     )
     finish_stage(out, stage=STAGE, ctx=ctx, net=net, result=result, tracker=tracker,
                  config={"model": model, "matched": matched, "seed": seed})

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from l2o.checkpoints import build_model, load_checkpoint
 from l2o.models.lista import LISTAConfig
 from l2o.stopping.objectives import STAGE1_LOSSES, stage1_loss
 from l2o.stopping.oracle import check_beta
@@ -20,6 +19,7 @@ from l2o.train.common import (
     finish_stage,
     fingerprint,
     load_context,
+    load_initial_model,
     make_generator,
     predictive_val_metrics,
     step_errors,
@@ -70,14 +70,7 @@ def run(
     if cfg.init == "baseline":
         if init is None:
             raise ValueError("stage1.init is 'baseline' but no baseline checkpoint was given (--init)")
-        ckpt = load_checkpoint(init, "predictive", ctx.data_hash)
-        net = build_model(task, ckpt, init, ctx.device)
-        wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
-        if ckpt["model_args"] != wanted:
-            raise ValueError(
-                f"baseline checkpoint {init} has model {ckpt['model_args']}, "
-                f"but config section 'model' says {wanted}"
-            )
+        net = load_initial_model(task, init, model, ctx.data_hash, ctx.device, what="baseline checkpoint")
         init_hash = file_digest(init)
     else:
         net = task.build_model(model)

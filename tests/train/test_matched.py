@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from l2o.checkpoints import load_checkpoint
 from l2o.tasks.sparse_recovery.task import SparseRecoveryTask
 from l2o.train import baseline, matched, stage1
+from l2o.train.loop import OptimConfig
 
 MODEL = {"T": 4}
 OPT = {"iterations": 20, "batch_size": 16, "lr": 1e-3, "val_every": 10}
@@ -28,6 +33,13 @@ def test_settings_take_stage1_budget_and_baseline_gamma():
          "loss": "sampled", "beta": 0.5, "init": "baseline"})
     assert settings == {"iterations": 30, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "val_every": 10,
                         "gamma": 0.9, "init": "baseline"}
+
+
+def test_workflow_derives_the_same_settings():
+    """common.smk re-derives matched_settings without importing torch: its key list must not drift."""
+    smk = (Path(__file__).parents[2] / "workflow" / "rules" / "common.smk").read_text()
+    keys = ast.literal_eval(re.search(r"^OPTIM_KEYS = (\(.*?\))$", smk, re.M).group(1))
+    assert set(keys) == set(OptimConfig.__dataclass_fields__)
 
 
 def test_starts_from_the_baseline_and_writes_a_predictive_checkpoint(tiny_problem, trained_baseline, tmp_path):

@@ -25,11 +25,11 @@ wildcard_constraints:
 # l2o source files each stage depends on: an edit re-runs that stage (and what follows), nothing else.
 STAGE_SOURCES = {
     "data": ["tasks/sparse_recovery/data.py", "io.py"],
-    "classical": ["algorithms/ista.py", "algorithms/grid_search.py", "evaluate.py"],
+    "classical": ["algorithms/ista.py", "algorithms/grid_search.py", "classical.py", "metrics.py"],
     "baseline": ["train/baseline.py", "train/loop.py", "train/common.py", "models/lista.py",
-                 "tasks/sparse_recovery/task.py", "checkpoints.py"],
+                 "models/lista_fused.py", "tasks/sparse_recovery/task.py", "checkpoints.py"],
     "stage1": ["train/stage1.py", "train/loop.py", "train/common.py", "models/lista.py",
-               "stopping/objectives.py", "stopping/oracle.py", "tasks/sparse_recovery/task.py",
+               "models/lista_fused.py", "stopping/objectives.py", "stopping/oracle.py", "tasks/sparse_recovery/task.py",
                "checkpoints.py"],
     "stage2": ["train/stage2.py", "train/loop.py", "train/common.py", "models/stop_policy.py",
                "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
@@ -38,10 +38,11 @@ STAGE_SOURCES = {
                  "stopping/objectives.py", "stopping/distribution.py", "checkpoints.py"],
     "aevb": ["train/aevb.py", "train/joint.py", "train/loop.py", "train/common.py",
              "stopping/objectives.py", "stopping/distribution.py", "models/stop_policy.py",
-             "models/lista.py", "checkpoints.py"],
+             "models/lista.py", "models/lista_fused.py", "checkpoints.py"],
     "lista_matched": ["train/matched.py", "train/baseline.py", "train/loop.py", "train/common.py",
-                      "models/lista.py", "tasks/sparse_recovery/task.py", "checkpoints.py"],
-    "evaluate": ["evaluate.py", "stopping/inference.py", "stopping/distribution.py"],
+                      "models/lista.py", "models/lista_fused.py", "tasks/sparse_recovery/task.py",
+                      "checkpoints.py"],
+    "evaluate": ["evaluate.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
     "report": ["report.py"],
 }
 

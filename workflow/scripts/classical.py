@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from l2o.evaluate import run_classical
+from l2o.classical import run_classical
 from l2o.jobs import snakemake_job
 
 with snakemake_job(snakemake) as job:
