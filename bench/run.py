@@ -330,15 +330,19 @@ def training_flops(kind: str, B: int, m: int, n: int, T: int, hidden, K: int | N
         terms["model_forward"] = lista_forward_flops(B, m, n, T)
         terms["model_backward"] = lista_backward_flops(B, m, n, T)
     elif kind in ("stage2", "stage2_autograd"):
+        # the policy's first layer as the task computes it (SparseRecoveryTask.stop_logit_fn):
+        # (W_y + W_r) y once per example, (W_x - W_r A) x_t per step, W_r A once per iteration
         layers = policy_layer_sizes(2 * m + n + 2, hidden)
-        macs = sum(a * b for a, b in layers)
+        H = layers[0][1]
+        rest = sum(a * b for a, b in layers[1:])
+        first = 2 * K * B * n * H + 2 * B * m * H
         terms["model_forward"] = lista_forward_flops(B, m, n, T)
-        terms["features_residual"] = 2 * K * B * m * n
-        terms["policy_forward"] = 2 * K * B * macs
-        terms["policy_backward"] = 2 * K * B * (macs + macs - layers[0][0] * layers[0][1])
+        terms["policy_fold"] = 2 * H * m * n
+        terms["policy_forward"] = first + 2 * K * B * rest
+        # weight grads of every layer, input grads of all but the first, the fold's backward
+        terms["policy_backward"] = first + 2 * 2 * K * B * rest + 2 * H * m * n
         if kind == "stage2_autograd":
-            terms["policy_backward"] += 2 * K * B * layers[0][0] * layers[0][1]  # into the features
-            terms["features_residual_backward"] = 2 * K * B * m * n
+            terms["policy_backward"] += 2 * K * B * n * H  # into the states
             terms["model_backward"] = lista_backward_flops(B, m, n, T)
     else:
         raise ValueError(f"unknown training kind {kind!r}")
@@ -427,16 +431,15 @@ def build_training_step(kind: str, spec: dict) -> Callable[[], dict]:
 
         def frozen(batch):
             states = net(task.model_inputs(batch))[steps - 1]
-            log_q_oracle = oracle_log_distribution(task.step_losses(states, batch), beta)
-            return log_q_oracle, task.policy_features(batch, states, steps, T)
+            return oracle_log_distribution(task.step_losses(states, batch), beta), states
 
-        def loss_fn(batch):
+        def loss_fn(batch):  # as l2o.train.stage2 builds it
             if autograd:  # the released code: the frozen model's graph is built and traversed
-                log_q_oracle, feats = frozen(batch)
+                log_q_oracle, states = frozen(batch)
             else:
                 with torch.no_grad():
-                    log_q_oracle, feats = frozen(batch)
-            log_q = stop_log_distribution(pol(feats).T)
+                    log_q_oracle, states = frozen(batch)
+            log_q = stop_log_distribution(task.stop_logit_fn(pol)(batch, states, steps, T).T)
             return stage2_loss("forward_kl", log_q, log_q_oracle)
     else:
         raise ValueError(f"unknown training kind {kind!r}")
@@ -698,10 +701,11 @@ def infer_stop_all_steps(setup: InferenceSetup, batch: dict, chunk: int):
     steps = torch.tensor(setup.candidates, device=batch["y"].device)
     preds, stops = [], []
     with torch.no_grad():
+        stop_logits = task.stop_logit_fn(setup.policy)
         for sl in batched_indices(len(batch["y"]), chunk):
             sub = {k: v[sl] for k, v in batch.items()}
             states = net(task.model_inputs(sub))
-            logits = setup.policy(task.policy_features(sub, states[steps - 1], steps, net.num_steps)).T
+            logits = stop_logits(sub, states[steps - 1], steps, net.num_steps).T
             stop = steps[stop_index(logits)]
             preds.append(states[stop - 1, torch.arange(len(stop), device=stop.device)])
             stops.append(stop)

@@ -34,6 +34,7 @@ def _model_outputs(task, net, policy, batch, candidates, chunk=500):
     """Per-step squared errors (N, T), relative change (N, T), stop logits (N, K) or None."""
     errs, rel, logits = [], [], []
     steps = torch.tensor(candidates or [], device=batch["y"].device, dtype=torch.long)
+    stop_logits = task.stop_logit_fn(policy) if policy is not None else None
     for sl in batched_indices(len(batch["y"]), chunk):
         sub = {k: v[sl] for k, v in batch.items()}
         states = net(task.model_inputs(sub))  # (T, b, n)
@@ -42,8 +43,7 @@ def _model_outputs(task, net, policy, batch, candidates, chunk=500):
         change = (states - prev).norm(dim=-1) / states.norm(dim=-1).clamp_min(1e-12)
         rel.append(change.T.cpu())
         if policy is not None:
-            feats = task.policy_features(sub, states[steps - 1], steps, net.num_steps)
-            logits.append(policy(feats).T.cpu())
+            logits.append(stop_logits(sub, states[steps - 1], steps, net.num_steps).T.cpu())
     return (
         torch.cat(errs).double().numpy(),
         torch.cat(rel).double().numpy(),

@@ -40,5 +40,14 @@ class StopPolicy(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return self.net(features).squeeze(-1)
 
+    @property
+    def first_layer(self) -> nn.Linear:
+        """The input layer, (..., F) -> (..., H1); a task may compute it from its structure."""
+        return self.net[0]
+
+    def head(self, first_layer_output: Tensor) -> Tensor:
+        """Everything after :attr:`first_layer`: (..., H1) -> stop logits (...)."""
+        return self.net[1:](first_layer_output).squeeze(-1)
+
     def describe(self) -> dict:
         return asdict(self.config)

@@ -68,6 +68,7 @@ def predict_early_exit(
     stop_step = torch.full((B,), T, dtype=torch.long, device=inputs.device)
     sub = batch
     cand_pos = {t: k for k, t in enumerate(candidate_steps)}
+    stop_logits = task.stop_logit_fn(policy)
     for t in range(1, T + 1):
         state = model.step(t, state, task.model_inputs(sub))
         if out is None:
@@ -75,7 +76,7 @@ def predict_early_exit(
         if t == T or t not in cand_pos:
             continue
         steps = torch.tensor([t], device=inputs.device)
-        logits = policy(task.policy_features(sub, state.unsqueeze(0), steps, T))[0]  # (b,)
+        logits = stop_logits(sub, state.unsqueeze(0), steps, T)[0]  # (b,)
         if uniforms is None:
             stop = logits > 0.0
         else:

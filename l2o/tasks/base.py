@@ -41,6 +41,16 @@ class StoppingTask(ABC):
     ) -> Tensor:
         """Policy input (no label): states (K, B, ...), steps (K,) 1-based -> (K, B, F)."""
 
+    def stop_logit_fn(self, policy: nn.Module):
+        """A function ``(batch, states (K, B, ...), steps (K,), num_steps) -> stop logits (K, B)``.
+
+        The default runs ``policy`` on :meth:`policy_features`. A task may return
+        something cheaper that gives the same values (see the sparse-recovery task);
+        whatever it precomputes from the policy's weights is computed here, so call
+        this again after the weights change (once per training iteration).
+        """
+        return lambda batch, states, steps, num_steps: policy(self.policy_features(batch, states, steps, num_steps))
+
     @abstractmethod
     def policy_in_features(self) -> int:
         """F, the size of :meth:`policy_features`' last dimension."""

@@ -94,12 +94,12 @@ def stop_logits(
     """Per-step losses (N, T) and the policy's stop logits at the candidate steps (N, K)."""
     errs, logits = [], []
     steps = torch.tensor(candidate_steps, device=batch["y"].device)
+    logits_of = task.stop_logit_fn(policy)
     for sl in batched_indices(len(batch["y"]), chunk):
         sub = {k: v[sl] for k, v in batch.items()}
         states = model(task.model_inputs(sub))  # (T, b, n)
         errs.append(task.step_losses(states, sub).cpu())
-        feats = task.policy_features(sub, states[steps - 1], steps, model.num_steps)
-        logits.append(policy(feats).T.cpu())
+        logits.append(logits_of(sub, states[steps - 1], steps, model.num_steps).T.cpu())
     return torch.cat(errs), torch.cat(logits)
 
 

@@ -42,7 +42,7 @@ def train_jointly(
     def loss_fn(batch):
         states = net(task.model_inputs(batch))[steps - 1]  # (K, B, n)
         losses = task.step_losses(states, batch)  # (B, K)
-        log_q = stop_log_distribution(policy(task.policy_features(batch, states, steps, net.num_steps)).T)
+        log_q = stop_log_distribution(task.stop_logit_fn(policy)(batch, states, steps, net.num_steps).T)
         return joint_objective(losses, log_q, beta)
 
     def validate():

@@ -101,8 +101,7 @@ def run(
         with torch.no_grad():  # the frozen model: states once, no graph
             states = net(task.model_inputs(batch))[steps - 1]  # (K, B, n)
             log_q_oracle = oracle_log_distribution(task.step_losses(states, batch), beta)
-            feats = task.policy_features(batch, states, steps, net.num_steps)
-        log_q = stop_log_distribution(pol(feats).T)
+        log_q = stop_log_distribution(task.stop_logit_fn(pol)(batch, states, steps, net.num_steps).T)
         return stage2_loss(cfg.loss, log_q, log_q_oracle)
 
     def validate():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from l2o.models.lista import LISTA
+from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.tasks.base import select_rows
 from l2o.tasks.sparse_recovery.task import SparseRecoveryTask, nmse_db, squared_error
 
@@ -146,3 +147,36 @@ def test_squared_error_values_and_gradients(shape):
 def test_squared_error_shape_mismatch_is_named():
     with pytest.raises(ValueError, match="target's shape"):
         squared_error(torch.zeros(4, 3, 5), torch.zeros(3, 6))
+
+
+def _policy_problem(dtype=F64):
+    gen = torch.Generator().manual_seed(5)
+    m, n, K, B = 6, 10, 4, 7
+    task = SparseRecoveryTask(torch.randn(m, n, generator=gen, dtype=dtype), [20.0], 0.3)
+    policy = StopPolicy(StopPolicyConfig(task.policy_in_features(), [8, 5])).to(dtype)
+    batch = {"y": torch.randn(B, m, generator=gen, dtype=dtype)}
+    states = torch.randn(K, B, n, generator=gen, dtype=dtype, requires_grad=True)
+    steps = torch.tensor([2, 3, 5, 8])
+    return task, policy, batch, states, steps
+
+
+def test_stop_logit_fn_equals_the_policy_on_the_features():
+    task, policy, batch, states, steps = _policy_problem()
+    outs = []
+    for logits_of in (task.stop_logit_fn(policy),
+                      lambda b, s, k, T: policy(task.policy_features(b, s, k, T))):
+        policy.zero_grad(set_to_none=True)
+        states.grad = None
+        logits = logits_of(batch, states, steps, 8)  # (K, B)
+        (logits * torch.arange(logits.numel(), dtype=F64).view_as(logits)).sum().backward()
+        outs.append([logits.detach(), states.grad.clone(), *[p.grad.clone() for p in policy.parameters()]])
+    assert outs[0][0].shape == (4, 7)
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_stop_logit_fn_falls_back_for_other_policies():
+    task, _, batch, states, steps = _policy_problem()
+    other = torch.nn.Sequential(torch.nn.Linear(task.policy_in_features(), 1), torch.nn.Flatten(-2)).double()
+    logits = task.stop_logit_fn(other)(batch, states, steps, 8)
+    assert torch.equal(logits, other(task.policy_features(batch, states, steps, 8)))

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from l2o.models.lista import LISTA, LISTAConfig
+from l2o.models.stop_policy import StopPolicy
 from l2o.tasks.base import StoppingTask
 
 
@@ -65,6 +66,36 @@ class SparseRecoveryTask(StoppingTask):
 
     def policy_in_features(self) -> int:
         return 2 * self.m + self.n + 2
+
+    def stop_logit_fn(self, policy):
+        """The policy's stop logits without forming the features (same values, float rounding).
+
+        The features ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` enter the policy through
+        its linear first layer ``W = [W_y, W_r, W_x, w_p, w_q]``, so
+
+        .. math:: W f_t + b = (W_y + W_r) y + b + (W_x - W_r A) x_t + (t/T) w_p + (1 - t/T) w_q:
+
+        the ``y`` part once per example instead of once per step, no residual
+        ``y - A x_t`` (an (m x n) product per step and example), and the per-step
+        product over n inputs instead of 2m + n + 2. Gradients reach the policy's
+        weights (and the states) exactly as through the features.
+        """
+        if not isinstance(policy, StopPolicy) or policy.config.in_features != self.policy_in_features():
+            return super().stop_logit_fn(policy)
+        m, n = self.m, self.n
+        W, b = policy.first_layer.weight, policy.first_layer.bias  # (H, 2m + n + 2), (H,)
+        W_y, W_r, W_x, w_p, w_q = W[:, :m], W[:, m:2 * m], W[:, 2 * m:2 * m + n], W[:, -2], W[:, -1]
+        W_meas = W_y + W_r  # (H, m)
+        W_state = W_x - W_r @ self.A  # (H, n)
+
+        def logits(batch, states, steps, num_steps):
+            pos = (steps.to(states) / num_steps).view(-1, 1, 1)  # (K, 1, 1)
+            per_example = torch.addmm(b, batch["y"], W_meas.T)  # (B, H)
+            per_step = pos * w_p + (1.0 - pos) * w_q  # (K, 1, H)
+            first = (states @ W_state.T).add_(per_example).add_(per_step)  # (K, B, H)
+            return policy.head(first)
+
+        return logits
 
     def policy_features(self, batch, states, steps, num_steps):
         """``[y, y - A x_t, x_t, t/T, 1 - t/T]``: states (K, B, n) -> (K, B, 2m+n+2)."""
