@@ -156,6 +156,12 @@ def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
                                        "ablation_evaluate"}
 
 
+def test_evaluation_code_edit_leaves_the_classical_grid_alone(rerun_dir):
+    with open(rerun_dir / "l2o/evaluate.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert planned_jobs(rerun_dir) == {"evaluate", "ablation_evaluate", "report"}
+
+
 def test_report_code_edit_reruns_only_report(rerun_dir):
     with open(rerun_dir / "l2o/report.py", "a") as fh:
         fh.write("\n# an edit\n")
