@@ -157,6 +157,23 @@ def test_flop_counts():
     assert bench.training_flops("baseline", 4, 3, 5, 2, ()) == f
 
 
+@pytest.mark.parametrize("kind", ["baseline", "stage1", "stage2", "stage2_autograd"])
+def test_flop_model_counts_the_matmuls_the_step_runs(kind):
+    """training_flops must equal the matmul FLOPs torch's counter sees in one real iteration."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    B, m, n, T, hidden = 8, 6, 10, 4, [7, 5]
+    step = bench.build_training_step(kind, {"device": "cpu", "batch": B, "T": T, "m": m, "n": n,
+                                            "seed": 0, "hidden": hidden})
+    step()
+    # the counter knows addmm but not its in-place form, which LISTA's forward uses
+    inplace_addmm = {torch.ops.aten.addmm_: lambda c, a, b, out_shape=None, **kw: 2 * a[0] * a[1] * b[1]}
+    with FlopCounterMode(display=False, custom_mapping=inplace_addmm) as counter:
+        step()
+    assert counter.get_total_flops() == bench.training_flops(kind, B, m, n, T, hidden)["total"]
+
+
 def test_guard_repeats_a_disturbed_measurement():
     calls = []
     # before: idle; during: busy; before: idle; during: idle
