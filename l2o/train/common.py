@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from l2o.checkpoints import build_model, load_checkpoint
 from l2o.device import resolve_device
+from l2o.models.lista import LISTAConfig
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.tasks.sparse_recovery.data import load_problem
 from l2o.tasks.sparse_recovery.task import SparseRecoveryTask
@@ -144,9 +146,6 @@ def load_initial_model(task, init: Path, model: dict, data_hash: str, device, wh
 
     ``what`` names the checkpoint in the error (e.g. ``baseline checkpoint``).
     """
-    from l2o.checkpoints import build_model, load_checkpoint
-    from l2o.models.lista import LISTAConfig
-
     ckpt = load_checkpoint(init, "predictive", data_hash)
     wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
     if ckpt["model_args"] != wanted:
