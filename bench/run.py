@@ -639,19 +639,19 @@ def controlled_policy(task, net, batch: dict, hidden, mean_stop: float, spread: 
 def build_inference_setup(sizes: Sizes, opts: Options) -> InferenceSetup:
     """From ``--checkpoint``/``--data`` if given, else an ISTA-initialised LISTA on a fresh
     problem of ``sizes`` with :func:`controlled_policy` (mean stop ``--mean-stop`` or T/2)."""
-    from l2o.train.common import load_context
+    from l2o.tasks.registry import load_task
 
     if opts.checkpoint is not None:
         from l2o.checkpoints import build_model, build_policy, load_checkpoint
 
         if opts.data is None:
             raise ValueError("--checkpoint needs --data (the problem file it was trained on)")
-        ctx = load_context(opts.data, opts.device)
-        ckpt = load_checkpoint(opts.checkpoint, "stopping", ctx.data_hash)
-        net = build_model(ctx.task, ckpt, opts.checkpoint, ctx.device).eval()
-        policy = build_policy(ckpt, opts.checkpoint, ctx.device).eval()
-        return InferenceSetup(ctx.task, net, policy, list(ckpt["candidate_steps"]), ctx.split("test"),
-                              ctx.split("val"), f"checkpoint {opts.checkpoint}", {"stage": ckpt["stage"]})
+        task = load_task("sparse_recovery", opts.data, opts.device)
+        ckpt = load_checkpoint(opts.checkpoint, "stopping", task)
+        net = build_model(task, ckpt, opts.checkpoint).eval()
+        policy = build_policy(task, ckpt, opts.checkpoint).eval()
+        return InferenceSetup(task, net, policy, list(ckpt["candidate_steps"]), task.split("test"),
+                              task.split("val"), f"checkpoint {opts.checkpoint}", {"stage": ckpt["stage"]})
     import torch
 
     from l2o.tasks.sparse_recovery.data import ProblemConfig, generate_problem

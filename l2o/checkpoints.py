@@ -1,7 +1,10 @@
 """Self-describing checkpoints: config + state, rebuilt without the code that wrote them.
 
-Two kinds: ``predictive`` (a model alone: LISTA baseline, Stage I) and
+Two kinds: ``predictive`` (a model alone: the baseline, Stage I) and
 ``stopping`` (model + policy + candidate steps + beta: Stages II, III, AEVB).
+Every checkpoint names its task, its model's and policy's constructor
+arguments and the hash of the data it was trained on; the task rebuilds the
+networks from them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from pathlib import Path
 import torch
 
 from l2o.io import save_torch_atomic
-from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 
 KINDS = ("predictive", "stopping")
 
@@ -22,8 +24,12 @@ def save_checkpoint(path: Path, **payload) -> None:
     save_torch_atomic(payload, path)
 
 
-def load_checkpoint(path: Path, kind: str | None = None, data_hash: str | None = None) -> dict:
-    """Read a checkpoint and check its kind and the data it was trained on."""
+def load_checkpoint(path: Path, kind: str | None = None, task=None) -> dict:
+    """Read a checkpoint and check its kind, its task and the data it was trained on.
+
+    :param task: a loaded :class:`~l2o.tasks.base.StoppingTask` (checks the task's
+        name and data hash), or None to skip those checks.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -35,6 +41,12 @@ def load_checkpoint(path: Path, kind: str | None = None, data_hash: str | None =
         raise ValueError(f"{path} is not an l2o checkpoint (no kind/model_state)")
     if kind is not None and ckpt["kind"] != kind:
         raise ValueError(f"checkpoint {path} holds a {ckpt['kind']!r} model, expected {kind!r}")
+    if task is not None and ckpt.get("task", "sparse_recovery") != task.name:
+        raise ValueError(
+            f"checkpoint {path} was trained for task {ckpt.get('task')!r}, but this stage runs task "
+            f"{task.name!r}: give it a {task.name} checkpoint"
+        )
+    data_hash = task.data_hash if task is not None else None
     if data_hash is not None and ckpt.get("data_hash") != data_hash:
         raise ValueError(
             f"checkpoint {path} was trained on data {str(ckpt.get('data_hash'))[:12]}, "
@@ -59,14 +71,21 @@ def load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> N
     module.load_state_dict(state)
 
 
-def build_model(task, ckpt: dict, path: Path, device) -> torch.nn.Module:
-    """The predictive model of a checkpoint, on ``device``."""
-    model = task.build_model({k: v for k, v in ckpt["model_args"].items() if k not in ("m", "n")})
+def build_model(task, ckpt: dict, path: Path) -> torch.nn.Module:
+    """The predictive model of a checkpoint, rebuilt by ``task`` on its device."""
+    try:
+        model = task.build_model(ckpt["model_args"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: cannot rebuild its model for task {task.name!r}: {err}") from err
     load_state(model, ckpt["model_state"], "model", path)
-    return model.to(device)
+    return model.to(task.device)
 
 
-def build_policy(ckpt: dict, path: Path, device) -> StopPolicy:
-    policy = StopPolicy(StopPolicyConfig(**ckpt["policy_args"]))
+def build_policy(task, ckpt: dict, path: Path) -> torch.nn.Module:
+    """The stop policy of a ``stopping`` checkpoint, rebuilt by ``task`` on its device."""
+    try:
+        policy = task.build_policy(ckpt["policy_args"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: cannot rebuild its policy for task {task.name!r}: {err}") from err
     load_state(policy, ckpt["policy_state"], "policy", path)
-    return policy.to(device)
+    return policy.to(task.device)

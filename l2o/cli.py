@@ -1,17 +1,18 @@
 """Command line: ``python -m l2o <command>`` (or ``l2o <command>``), one command per stage.
 
 Every command reads the experiment config (``--config``, the same YAML the
-workflow uses) and only its own sections of it, and reads/writes the files it
-is given. Example, from data to evaluation::
+workflow uses), picks a task (``--task``; optional when the config lists one
+task), reads only that task's sections, and reads/writes the files it is
+given. Example, from data to evaluation::
 
-    l2o data --out results/data/problem.npz
-    l2o classical --data results/data/problem.npz --out-dir results/classical
-    l2o baseline --data results/data/problem.npz --out results/seed0/baseline/model.pt
-    l2o matched --data ... --init results/seed0/baseline/model.pt --out results/seed0/lista_matched/model.pt
-    l2o stage1 --data ... --init results/seed0/baseline/model.pt --out results/seed0/stage1/model.pt
-    l2o stage2 --data ... --model results/seed0/stage1/model.pt --out results/seed0/stage2/model.pt
-    l2o finetune --data ... --model results/seed0/stage2/model.pt --out results/seed0/finetune/model.pt
-    l2o evaluate --data ... --lista ... --lista-stop ... --out-dir results/seed0/evaluation
+    l2o data --task denoising --out results/denoising/data/data.npz
+    l2o classical --task denoising --data results/denoising/data/data.npz --out-dir results/denoising/classical
+    l2o baseline --task denoising --data ... --out results/denoising/seed0/baseline/model.pt
+    l2o stage1 --task denoising --data ... --init results/denoising/seed0/baseline/model.pt --out .../stage1/model.pt
+    l2o matched --task denoising --data ... --init .../baseline/model.pt --out .../matched/model.pt
+    l2o stage2 --task denoising --data ... --model .../stage1/model.pt --out .../stage2/model.pt
+    l2o finetune --task denoising --data ... --model .../stage2/model.pt --out .../finetune/model.pt
+    l2o evaluate --task denoising --data ... --baseline .../baseline/model.pt --stop .../stage2/model.pt --out-dir ...
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+OLD_LAYOUT_KEYS = ("problem", "model", "stage1", "stage2", "baseline")
 
 
 def _load_config(path: Path) -> dict:
@@ -36,14 +39,35 @@ def _load_config(path: Path) -> dict:
     return cfg
 
 
+def _pick_task(cfg: dict, task: str | None, path: Path) -> str:
+    """The task a command runs: ``--task``, or the config's only task."""
+    from l2o.tasks.registry import TASKS
+
+    if any(k in cfg for k in OLD_LAYOUT_KEYS):
+        raise ValueError(f"config file {path} has the old flat layout (top-level {sorted(set(cfg) & set(OLD_LAYOUT_KEYS))}); "
+                         "put each task's sections under its name, e.g. sparse_recovery: {data: ..., model: ...} "
+                         "(see config.yaml); the section 'problem' is now 'data'")
+    if task is None:
+        listed = cfg.get("tasks") or [t for t in cfg if t in TASKS]
+        if len(listed) != 1:
+            raise ValueError(f"config file {path} has tasks {listed}: pass --task (one of {sorted(TASKS)})")
+        task = listed[0]
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (--task); registered tasks: {sorted(TASKS)}")
+    if not isinstance(cfg.get(task), dict):
+        raise KeyError(f"config file {path} has no section {task!r}")
+    return task
+
+
 def _section(cfg: dict, name: str, path: Path) -> dict:
     if name not in cfg or not isinstance(cfg[name], dict):
-        raise KeyError(f"config file {path} has no section {name!r}")
+        raise KeyError(f"config file {path} has no section {name!r} for this task")
     return cfg[name]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=Path("config.yaml"), help="experiment config YAML")
+    p.add_argument("--task", default=None, help="task to run (default: the config's only task)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default=None, help="cpu, cuda, or auto (default: $L2O_DEVICE or auto)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
@@ -54,21 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2o", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="generate the sparse-recovery problem (config: problem)")
+    p = sub.add_parser("data", help="write the task's data file (config: data)")
     _common(p)
-    p.add_argument("--out", type=Path, required=True, help="problem file (.npz); JSON sidecar beside it")
+    p.add_argument("--out", type=Path, required=True, help="data file (.npz); JSON sidecar beside it")
 
-    p = sub.add_parser("classical", help="tune and evaluate ISTA/FISTA (config: classical)")
+    p = sub.add_parser("classical", help="tune and evaluate the task's classical baselines (config: classical)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out-dir", type=Path, required=True, help="writes metrics.csv and classical.json")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes metrics.csv, classical.json, showcase.npz")
 
-    p = sub.add_parser("baseline", help="train plain LISTA (config: model, baseline)")
+    p = sub.add_parser("baseline", help="train the predictive model alone (config: model, baseline)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
 
-    p = sub.add_parser("matched", help="matched-budget LISTA: Stage I's budget, plain loss (config: model, stage1, baseline)")
+    p = sub.add_parser("matched", help="matched-budget control: Stage I's budget, plain loss (config: model, stage1, baseline)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--init", type=Path, default=None, help="baseline checkpoint (stage1.init: baseline)")
@@ -100,15 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate trained checkpoints on the test set (config: evaluate)")
     _common(p)
     p.add_argument("--data", type=Path, required=True)
-    for name in ("lista", "lista-matched", "lista-stop", "lista-stop-ft", "aevb"):
-        p.add_argument(f"--{name}", type=Path, default=None, help=f"{name} checkpoint")
-    p.add_argument("--out-dir", type=Path, required=True, help="writes metrics.csv and curves.json")
+    for role, what in (("baseline", "baseline"), ("matched", "matched control"), ("stop", "Stage II"),
+                       ("stop-ft", "Stage III"), ("aevb", "AEVB")):
+        p.add_argument(f"--{role}", type=Path, default=None, help=f"{what} checkpoint")
+    p.add_argument("--out-dir", type=Path, required=True, help="writes metrics.csv, curves.json, showcase.npz")
 
     p = sub.add_parser("predict", help="early-exit inference of a stopping checkpoint on a data file")
     _common(p)
     p.add_argument("--model", type=Path, required=True, help="stopping checkpoint")
-    p.add_argument("--data", type=Path, required=True, help="problem .npz (its test set) or .npy of y (N, m)")
-    p.add_argument("--out", type=Path, required=True, help="predictions .npz (x_hat, stop_step)")
+    p.add_argument("--data", type=Path, required=True, help="the task's data file (its test set is predicted)")
+    p.add_argument("--inputs", type=Path, default=None,
+                   help=".npy inputs instead of the test set (sparse recovery: y (N, m); denoising: images (N, H, W))")
+    p.add_argument("--out", type=Path, required=True, help="predictions .npz (prediction, stop_step)")
     p.add_argument("--sampled", action="store_true", help="sampled stopping (seeded by --seed)")
 
     p = sub.add_parser("report", help="aggregate seeds into summary.csv and write the report")
@@ -148,88 +175,103 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
 
     set_threads(args.threads)
     cfg = _load_config(args.config)
-    common = {"device": args.device}
+    if args.command == "report":
+        return _report(args, cfg)
+    task = _pick_task(cfg, args.task, args.config)
+    tcfg = cfg[task]
+
+    def section(name):
+        return _section(tcfg, name, args.config)
+
+    common = {"device": args.device, "task": task}
     train = {"seed": args.seed, "progress": not args.no_progress, **common}
     if args.command == "data":
-        from l2o.tasks.sparse_recovery.data import ProblemConfig, write_problem
-        from l2o.train.loop import take_fields
+        from l2o.tasks.registry import task_class
 
-        meta = write_problem(take_fields(ProblemConfig, _section(cfg, "problem", args.config), "config section 'problem'"), args.out)
-        print(f"wrote {args.out} (hash {meta['hash'][:12]}, lambda_max(AtA)={meta['lambda_max_AtA']:.3f})")
+        meta = task_class(task).prepare_data(section("data"), args.out)
+        print(f"wrote {args.out} (hash {meta['hash'][:12]})")
     elif args.command == "classical":
-        from l2o.classical import run_classical
+        from l2o.tasks.registry import task_classical
 
-        df = run_classical(data=args.data, out_table=args.out_dir / "metrics.csv",
-                           out_json=args.out_dir / "classical.json",
-                           classical=cfg.get("classical", {}), **common)
+        df = task_classical(task)(data=args.data, out_table=args.out_dir / "metrics.csv",
+                                  out_json=args.out_dir / "classical.json",
+                                  out_showcase=args.out_dir / "showcase.npz", classical=tcfg.get("classical", {}),
+                                  device=args.device)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "baseline":
         from l2o.train import baseline
 
-        print(baseline.run(data=args.data, out=args.out, model=_section(cfg, "model", args.config),
-                           baseline=_section(cfg, "baseline", args.config), **train))
+        print(baseline.run(data=args.data, out=args.out, model=section("model"), baseline=section("baseline"), **train))
     elif args.command == "matched":
         from l2o.train import matched
 
-        settings = matched.matched_settings(cfg.get("baseline", {}), _section(cfg, "stage1", args.config))
-        print(matched.run(data=args.data, out=args.out, init=args.init, model=_section(cfg, "model", args.config),
-                          matched=settings, **train))
+        settings = matched.matched_settings(tcfg.get("baseline", {}), section("stage1"))
+        print(matched.run(data=args.data, out=args.out, init=args.init, model=section("model"), matched=settings,
+                          **train))
     elif args.command == "stage1":
         from l2o.train import stage1
 
-        print(stage1.run(data=args.data, out=args.out, init=args.init, model=_section(cfg, "model", args.config),
-                         stage1=_section(cfg, "stage1", args.config), **train))
+        print(stage1.run(data=args.data, out=args.out, init=args.init, model=section("model"), stage1=section("stage1"),
+                         **train))
     elif args.command == "stage2":
         from l2o.train import stage2
 
-        print(stage2.run(data=args.data, model_ckpt=args.model, out=args.out,
-                         policy=_section(cfg, "policy", args.config),
-                         stage2=_section(cfg, "stage2", args.config), **train))
+        print(stage2.run(data=args.data, model_ckpt=args.model, out=args.out, policy=section("policy"),
+                         stage2=section("stage2"), **train))
     elif args.command == "finetune":
         from l2o.train import finetune
 
-        print(finetune.run(data=args.data, stop_ckpt=args.model, out=args.out,
-                           finetune=_section(cfg, "finetune", args.config), **train))
+        print(finetune.run(data=args.data, stop_ckpt=args.model, out=args.out, finetune=section("finetune"), **train))
     elif args.command == "aevb":
         from l2o.train import aevb
 
-        print(aevb.run(data=args.data, out=args.out, model=_section(cfg, "model", args.config),
-                       policy=_section(cfg, "policy", args.config), aevb=_section(cfg, "aevb", args.config), **train))
+        print(aevb.run(data=args.data, out=args.out, model=section("model"), policy=section("policy"),
+                       aevb=section("aevb"), **train))
     elif args.command == "evaluate":
         from l2o.evaluate import run_models
 
-        ckpts = {m: p for m, p in [("lista", args.lista), ("lista_matched", args.lista_matched),
-                                   ("lista_stop", args.lista_stop),
-                                   ("lista_stop_ft", args.lista_stop_ft), ("aevb", args.aevb)] if p}
+        ckpts = {r: getattr(args, r) for r in ("baseline", "matched", "stop", "stop_ft", "aevb") if getattr(args, r)}
         if not ckpts:
-            raise ValueError("evaluate: give at least one checkpoint (--lista, --lista-stop, ...)")
+            raise ValueError("evaluate: give at least one checkpoint (--baseline, --stop, ...)")
         df = run_models(data=args.data, checkpoints=ckpts, out_table=args.out_dir / "metrics.csv",
-                        out_json=args.out_dir / "curves.json", seed=args.seed,
-                        sample_seed=cfg.get("evaluate", {}).get("sample_seed", 0), **common)
+                        out_json=args.out_dir / "curves.json", out_showcase=args.out_dir / "showcase.npz",
+                        seed=args.seed, sample_seed=tcfg.get("evaluate", {}).get("sample_seed", 0), **common)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "predict":
         from l2o.predict import predict_file
 
-        print(predict_file(model=args.model, data=args.data, out=args.out,
+        print(predict_file(model=args.model, data=args.data, out=args.out, inputs=args.inputs,
                            sampled=args.sampled, seed=args.seed, **common))
-    elif args.command == "report":
-        from l2o.report import build_report
+    return 0
 
-        r = args.results
-        seeds = cfg.get("seeds", [0])
-        build_report(
-            tables=[r / f"seed{s}/evaluation/metrics.csv" for s in seeds],
-            curves=[r / f"seed{s}/evaluation/curves.json" for s in seeds],
-            classical=r / "classical/metrics.csv",
-            classical_info=r / "classical/classical.json",
-            problem_meta=r / "data/problem.json",
-            out_summary=r / "summary.csv",
-            out_markdown=r / "report.md",
-            out_html=r / "report.html",
-            out_plots=r / "plots",
-            config={k: v for k, v in cfg.items() if k != "tracking"},
-            ablations={v: {"tables": [r / f"seed{s}/ablations/{v}/evaluation/metrics.csv" for s in seeds],
-                           "overrides": over} for v, over in cfg.get("ablations", {}).items()},
+
+def _report(args, cfg: dict) -> int:
+    """``l2o report``: the workflow's report from a results folder (every task of the config)."""
+    from l2o.report.build import build_report
+    from l2o.report.results import TaskInputs
+    from l2o.tasks.registry import task_spec
+
+    r = args.results
+    tasks = {}
+    for task in cfg.get("tasks") or []:
+        tcfg = cfg.get(task, {})
+        seeds = tcfg.get("seeds", cfg.get("seeds", [0]))
+        base = r / task
+        classical = task_spec(task).has_classical
+        tasks[task] = TaskInputs(
+            tables=[base / f"seed{s}/evaluation/metrics.csv" for s in seeds],
+            curves=[base / f"seed{s}/evaluation/curves.json" for s in seeds],
+            showcase=[base / f"seed{s}/evaluation/showcase.npz" for s in seeds],
+            data_meta=base / "data/data.json",
+            classical=base / "classical/metrics.csv" if classical else None,
+            classical_info=base / "classical/classical.json" if classical else None,
+            classical_showcase=base / "classical/showcase.npz" if classical else None,
+            ablations={v: {"tables": [base / f"seed{s}/ablations/{v}/evaluation/metrics.csv" for s in seeds],
+                           "overrides": over} for v, over in tcfg.get("ablations", {}).items()},
         )
-        print(f"wrote {r / 'report.html'}, {r / 'report.md'} and {r / 'summary.csv'}")
+    if not tasks:
+        raise ValueError(f"config file {args.config} lists no tasks")
+    build_report(tasks=tasks, config={k: v for k, v in cfg.items() if k != "tracking"}, out_summary=r / "summary.csv",
+                 out_markdown=r / "report.md", out_html=r / "report.html", out_plots=r / "plots")
+    print(f"wrote {r / 'report.html'}, {r / 'report.md'} and {r / 'summary.csv'}")
     return 0

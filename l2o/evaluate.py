@@ -1,11 +1,18 @@
-"""Evaluation on the fixed test set: NMSE (dB, ratio of means) mixed and per SNR.
+"""Evaluation of one seed's trained models on the task's fixed test sets, for any task.
 
 :func:`run_models` writes a tidy table (``task, method, condition, metric,
-value, seed``, see :mod:`l2o.metrics`) and a JSON of per-step curves. It
-evaluates the trained checkpoints of one seed: LISTA,
-  LISTA-stop (deterministic, sampled, expected, oracle), fine-tuned, AEVB, the
-  same model truncated at a fixed depth of equal mean cost, and a non-learned
-  stopping rule tuned on validation to the same mean cost.
+value, seed``, see :mod:`l2o.metrics`), a JSON of per-step curves and stop
+statistics, and an ``.npz`` of arrays the report shows (the task's choice).
+For the stopping model it also reads the same trained network six ways (the
+skeptic's questions): at the learned stop (deterministic and sampled),
+expected under ``q_phi``, at its last step, at the oracle's best step, at a
+fixed depth of the same mean cost, and with a non-learned stopping rule tuned
+on validation to the same mean cost. Early-exit inference is run and timed,
+and must stop every example where the compute-everything path does.
+
+Models come by role (``baseline``, ``stop``, ``stop_ft``, ``aevb``,
+``matched``); their method names are the task's (``lista_stop``,
+``dncnn_stop``, ...; :meth:`l2o.tasks.spec.TaskSpec.method`).
 """
 
 from __future__ import annotations
@@ -20,80 +27,121 @@ import pandas as pd
 import torch
 
 from l2o.checkpoints import build_model, build_policy, load_checkpoint
-from l2o.io import write_json_atomic
-from l2o.metrics import condition_name, db_of, metric_rows, nmse_by_condition, write_table
+from l2o.io import atomic_path, write_json_atomic
+from l2o.metrics import by_condition, condition_rows, metric_rows, write_table
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.inference import predict_early_exit, stop_index
-from l2o.train.common import batched_indices, load_context
+from l2o.tasks.registry import load_task, task_spec
+from l2o.train.common import collect
 
 log = logging.getLogger("l2o")
 
-# --- learned models ----------------------------------------------------------
-@torch.no_grad()
-def _model_outputs(task, net, policy, batch, candidates, chunk=500):
-    """Per-step squared errors (N, T), relative change (N, T), stop logits (N, K) or None."""
-    errs, rel, logits = [], [], []
-    steps = torch.tensor(candidates or [], device=batch["y"].device, dtype=torch.long)
-    stop_logits = task.stop_logit_fn(policy) if policy is not None else None
-    for sl in batched_indices(len(batch["y"]), chunk):
-        sub = {k: v[sl] for k, v in batch.items()}
-        states = net(task.model_inputs(sub))  # (T, b, n)
-        errs.append(task.step_losses(states, sub).cpu())
-        prev = torch.cat([torch.zeros_like(states[:1]), states[:-1]])
-        change = (states - prev).norm(dim=-1) / states.norm(dim=-1).clamp_min(1e-12)
-        rel.append(change.T.cpu())
-        if policy is not None:
-            logits.append(stop_logits(sub, states[steps - 1], steps, net.num_steps).T.cpu())
-    return (
-        torch.cat(errs).double().numpy(),
-        torch.cat(rel).double().numpy(),
-        torch.cat(logits).double() if policy is not None else None,
-    )
+ROLES = ("baseline", "matched", "stop", "stop_ft", "aevb")
 
 
 def first_below(values: np.ndarray, eps: float) -> np.ndarray:
-    """0-based index of the first step whose value is < eps (else the last), per row (N, T) -> (N,)."""
+    """0-based index of the first step whose value is < eps (else the last), per row (N, T) -> (N,).
+
+    >>> first_below(np.array([[0.5, 0.1, 0.01], [0.5, 0.4, 0.3]]), 0.2)
+    array([1, 2])
+    """
     hit = values < eps
     hit[:, -1] = True
     return hit.argmax(axis=1)
 
 
-def tune_change_rule(rel_change: np.ndarray, errors: np.ndarray, max_mean_stop: float, grid=None) -> float:
-    """Threshold eps of the rule "stop when ||x_t - x_{t-1}|| / ||x_t|| < eps", tuned on validation:
-    the best NMSE among thresholds whose mean stop step is at most ``max_mean_stop``."""
+def tune_change_rule(change: np.ndarray, losses: np.ndarray, max_mean_stop: float, grid=None) -> float:
+    """Threshold eps of the rule "stop at the first step whose state changed by less than eps",
+    tuned on validation: the lowest mean loss among thresholds whose mean stop step is at most
+    ``max_mean_stop``."""
     grid = np.logspace(-4, 0, 41) if grid is None else grid
     best, best_eps = math.inf, float(grid[-1])
     for eps in grid:
-        idx = first_below(rel_change, eps)
+        idx = first_below(change, eps)
         if idx.mean() + 1 > max_mean_stop + 1e-9:
             continue
-        err = errors[np.arange(len(idx)), idx].mean()
+        err = losses[np.arange(len(idx)), idx].mean()
         if err < best:
             best, best_eps = err, float(eps)
     return best_eps
 
 
-def _stopping_metrics(name, errors, logits, candidates, energy, snr, uniforms, mixed):
-    """Rows for a stopping model from its per-step errors (N, T) and logits (N, K)."""
-    cand_err = errors[:, [t - 1 for t in candidates]]
-    log_q = stop_log_distribution(logits)
-    q = log_q.exp().numpy()
-    det = stop_index(logits).numpy()
-    samp = stop_index(logits, uniforms).numpy()
+def _rows(task, method, comps, conditions, mixed, suffix="", weights=None):
+    return condition_rows(task.name, method, by_condition(task.summarise, comps, conditions, mixed, weights), suffix)
+
+
+def _stopping_rows(task, method, out, candidates, uniforms, mixed):
+    """Rows for a stopping model from its outputs on one set; also q (N, K) and the stop steps (N,)."""
+    cand = out.at_candidates(candidates)
+    q = stop_log_distribution(out.logits).exp().numpy()
+    det = stop_index(out.logits).numpy()
+    samp = stop_index(out.logits, uniforms).numpy()
     rows_idx = np.arange(len(det))
     steps = np.asarray(candidates)
+    oracle = out.losses.argmin(dim=1).numpy()
+    readings = {
+        "": {k: v[rows_idx, det] for k, v in cand.items()},
+        "_sampled": {k: v[rows_idx, samp] for k, v in cand.items()},
+        "_expected": {k: (q * v).sum(axis=1) for k, v in cand.items()},
+        "_oracle": out.at(oracle),
+        "_last": {k: v[:, -1] for k, v in out.components.items()},
+    }
     rows = []
-    rows += metric_rows(name, "nmse_db", nmse_by_condition(cand_err[rows_idx, det], energy, snr, mixed))
-    rows += metric_rows(name, "nmse_db_sampled", nmse_by_condition(cand_err[rows_idx, samp], energy, snr, mixed))
-    rows += metric_rows(name, "nmse_db_expected", nmse_by_condition((q * cand_err).sum(1), energy, snr, mixed))
-    rows += metric_rows(name, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
-    rows += metric_rows(name, "nmse_db_last", nmse_by_condition(errors[:, -1], energy, snr, mixed))
-    stop_steps = steps[det].astype(float)
-    mean_stop = {"mixed": stop_steps.mean()} if mixed else {}
-    for level in np.unique(snr):
-        mean_stop[condition_name(level)] = stop_steps[snr == level].mean()
-    rows += metric_rows(name, "mean_stop", mean_stop)
-    return rows, q, steps[det]
+    for suffix, comps in readings.items():
+        rows += _rows(task, method, comps, out.conditions, mixed, suffix)
+    stop_steps = steps[det]
+    mean_stop = {"mixed": float(stop_steps.mean())} if mixed else {}
+    for cond in _ordered(out.conditions):
+        mean_stop[cond] = float(stop_steps[out.conditions == cond].mean())
+    rows += metric_rows(task.name, method, "mean_stop", mean_stop)
+    return rows, q, stop_steps
+
+
+def _ordered(conditions: np.ndarray) -> list[str]:
+    _, first = np.unique(conditions, return_index=True)
+    return [str(c) for c in conditions[np.sort(first)]]
+
+
+def _curves(task, out, q, stop_steps, candidates, T) -> dict:
+    """Per-step curves and stop statistics of a stopping model on the main test set."""
+    m = task.metric
+    cand = out.at_candidates(candidates)
+    return {
+        "candidate_steps": list(candidates),
+        "q_mean": q.mean(0).tolist(),
+        f"q_weighted_{m}": [task.summarise({k: v[:, j] for k, v in cand.items()}, weights=q[:, j])[m]
+                            for j in range(len(candidates))],
+        "stop_histogram": np.bincount(stop_steps, minlength=T + 1)[1:].tolist(),
+        "stop_histogram_by_condition": {c: np.bincount(stop_steps[out.conditions == c], minlength=T + 1)[1:].tolist()
+                                        for c in _ordered(out.conditions)},
+        "oracle_histogram_by_condition": {
+            c: np.bincount(out.losses.argmin(dim=1).numpy()[out.conditions == c] + 1, minlength=T + 1)[1:].tolist()
+            for c in _ordered(out.conditions)},
+    }
+
+
+def _time_early_exit(task, net, policy, split, candidates) -> tuple[float, float, np.ndarray, int]:
+    """Seconds for early-exit inference and for computing every step; the early-exit stops; examples."""
+    batches = list(task.eval_batches(split))
+    t0 = time.perf_counter()
+    stops = [predict_early_exit(task, net, policy, b, candidates)[1].cpu().numpy() for b in batches]
+    early = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            net(task.model_inputs(b))
+    full = time.perf_counter() - t0
+    return early, full, np.concatenate(stops), sum(len(s) for s in stops)
+
+
+def _time_last_only(task, net, split) -> tuple[float, int]:
+    """Seconds to compute only the last step's output over a set (the plain model's cost), and examples."""
+    batches = list(task.eval_batches(split))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            net(task.model_inputs(b), [net.num_steps])
+    return time.perf_counter() - t0, sum(len(next(iter(b.values()))) for b in batches)
 
 
 def run_models(
@@ -102,85 +150,84 @@ def run_models(
     checkpoints: dict[str, Path],
     out_table: Path,
     out_json: Path,
+    task: str = "sparse_recovery",
+    out_showcase: Path | None = None,
     seed: int = 0,
     sample_seed: int = 0,
     device=None,
 ) -> pd.DataFrame:
-    """Evaluate one seed's checkpoints. ``checkpoints`` maps method names
-    (``lista``, ``lista_stop``, ``lista_stop_ft``, ``aevb``) to files."""
-    ctx = load_context(data, device)
-    task = ctx.task
-    sets = {"test": ctx.split("test")}
-    if "extra_y" in ctx.arrays:
-        sets["extra"] = ctx.split("extra")
-    val = ctx.split("val")
+    """Evaluate one seed's checkpoints, given by role (:data:`ROLES`)."""
+    unknown = sorted(set(checkpoints) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown model role(s) {unknown}; known: {ROLES}")
+    job = load_task(task, data, device)
+    spec = task_spec(task)
     rows: list[dict] = []
-    curves: dict = {"seed": seed}
-    for method, path in checkpoints.items():
-        ckpt = load_checkpoint(path, data_hash=ctx.data_hash)
-        net = build_model(task, ckpt, path, ctx.device).eval()
+    curves: dict = {"seed": seed, "task": task, "metric": job.metric, "higher_is_better": job.higher_is_better}
+    loaded = {}
+    for role, path in checkpoints.items():
+        method = spec.method(role)
+        ckpt = load_checkpoint(path, task=job)
+        net = build_model(job, ckpt, path).eval()
         stopping = ckpt["kind"] == "stopping"
-        policy = build_policy(ckpt, path, ctx.device).eval() if stopping else None
+        policy = build_policy(job, ckpt, path).eval() if stopping else None
         candidates = ckpt.get("candidate_steps") if stopping else None
-        info: dict = {"stage": ckpt["stage"], "history": ckpt.get("history"),
+        loaded[role] = (net, policy, candidates)
+        info: dict = {"role": role, "stage": ckpt["stage"], "history": ckpt.get("history"),
                       "train_seconds": ckpt.get("seconds"), "mlflow_run_id": ckpt.get("mlflow_run_id")}
-        for split, batch in sets.items():
-            mixed = split == "test"
-            errors, rel, logits = _model_outputs(task, net, policy, batch, candidates)
-            energy = batch["x"].pow(2).sum(-1).cpu().double().numpy()
-            snr = batch["snr"].cpu().numpy()
+        for split, mixed in job.eval_splits().items():
+            out = collect(job, net, split, policy=policy, candidates=candidates, full=True,
+                          change=role == "stop" and mixed)
+            curves.setdefault("conditions", {})[split] = (["mixed"] if mixed else []) + _ordered(out.conditions)
             if mixed:
-                info["nmse_db_per_step"] = [db_of(errors[:, t].mean() / energy.mean()) for t in range(errors.shape[1])]
+                info["last_only_seconds"], info["examples"] = _time_last_only(job, net, split)
+                info[f"{job.metric}_per_step"] = [
+                    job.summarise({k: v[:, t] for k, v in out.components.items()})[job.metric]
+                    for t in range(out.losses.shape[1])]
             if not stopping:
-                rows += metric_rows(method, "nmse_db", nmse_by_condition(errors[:, -1], energy, snr, mixed))
-                rows += metric_rows(method, "nmse_db_oracle", nmse_by_condition(errors.min(1), energy, snr, mixed))
+                rows += _rows(job, method, {k: v[:, -1] for k, v in out.components.items()}, out.conditions, mixed)
+                rows += _rows(job, method, out.at(out.losses.argmin(dim=1).numpy()), out.conditions, mixed, "_oracle")
                 continue
             gen = torch.Generator().manual_seed(sample_seed)
-            uniforms = torch.rand(logits.shape, generator=gen, dtype=torch.float64)
-            srows, q, stop_steps = _stopping_metrics(method, errors, logits, candidates, energy, snr, uniforms, mixed)
+            uniforms = torch.rand(out.logits.shape, generator=gen, dtype=torch.float64)
+            srows, q, stop_steps = _stopping_rows(job, method, out, candidates, uniforms, mixed)
             rows += srows
             if not mixed:
                 continue
-            # early exit: the path a user runs; must agree with the compute-everything path
-            t0 = time.perf_counter()
-            pred, ee_steps = predict_early_exit(task, net, policy, batch, candidates)
-            info["early_exit_seconds"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                for sl in batched_indices(len(batch["y"]), 500):
-                    net(task.model_inputs({k: v[sl] for k, v in batch.items()}))
-            info["all_steps_seconds"] = time.perf_counter() - t0
-            info["early_exit_agrees"] = bool((ee_steps.cpu().numpy() == stop_steps).all())
-            cand_err = errors[:, [t - 1 for t in candidates]]
-            info.update(
-                candidate_steps=list(candidates),
-                q_mean=q.mean(0).tolist(),
-                q_weighted_nmse_db=[
-                    db_of(((q[:, k] * cand_err[:, k]).sum() / max(q[:, k].sum(), 1e-300)) / energy.mean())
-                    for k in range(len(candidates))
-                ],
-                stop_histogram=np.bincount(stop_steps, minlength=net.num_steps + 1)[1:].tolist(),
-            )
-            if method == "lista_stop":
-                rows += _baselines_at_equal_cost(task, net, val, errors, rel, energy, snr, stop_steps, info)
+            early, full, ee_steps, _ = _time_early_exit(job, net, policy, split, candidates)
+            info.update(_curves(job, out, q, stop_steps, candidates, net.num_steps))
+            info.update(early_exit_seconds=early, all_steps_seconds=full,
+                        early_exit_agrees=bool((ee_steps == stop_steps).all()))
+            if not info["early_exit_agrees"]:
+                log.warning("%s: early exit stopped %d examples elsewhere than the all-steps path", method,
+                            int((ee_steps != stop_steps).sum()))
+            if role == "stop":
+                rows += _baselines_at_equal_cost(job, spec, net, out, stop_steps, info)
         curves[method] = info
     df = write_table(rows, out_table, seed)
     write_json_atomic(curves, out_json)
+    if out_showcase is not None:
+        arrays = job.showcase(loaded) if hasattr(job, "showcase") else {}
+        with atomic_path(Path(out_showcase)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
     return df
 
 
-def _baselines_at_equal_cost(task, net, val, errors, rel, energy, snr, stop_steps, info):
+def _baselines_at_equal_cost(task, spec, net, out, stop_steps, info):
     """The same model at a fixed depth, and with a tuned non-learned rule, at the policy's mean cost."""
     rows = []
     mean_stop = float(stop_steps.mean())
-    depth = int(min(max(round(mean_stop), 1), errors.shape[1]))
-    rows += metric_rows("lista_fixed_depth", "nmse_db", nmse_by_condition(errors[:, depth - 1], energy, snr))
-    rows += metric_rows("lista_fixed_depth", "mean_stop", {"mixed": float(depth)})
-    v_err, v_rel, _ = _model_outputs(task, net, None, val, None)
-    eps = tune_change_rule(v_rel, v_err, mean_stop)
-    idx = first_below(rel, eps)
-    rows += metric_rows("lista_stop_heuristic", "nmse_db", nmse_by_condition(errors[np.arange(len(idx)), idx], energy, snr))
-    rows += metric_rows("lista_stop_heuristic", "mean_stop", {"mixed": float(idx.mean() + 1)})
+    T = out.losses.shape[1]
+    depth = int(min(max(round(mean_stop), 1), T))
+    fixed, heur = spec.method("fixed_depth"), spec.method("heuristic")
+    rows += _rows(task, fixed, {k: v[:, depth - 1] for k, v in out.components.items()}, out.conditions, True)
+    rows += metric_rows(task.name, fixed, "mean_stop", {"mixed": float(depth)})
+    val = collect(task, net, "val", change=True)
+    eps = tune_change_rule(val.change, val.losses.numpy(), mean_stop)
+    idx = first_below(out.change, eps)
+    rows += _rows(task, heur, out.at(idx), out.conditions, True)
+    rows += metric_rows(task.name, heur, "mean_stop", {"mixed": float(idx.mean() + 1)})
     info["fixed_depth"] = depth
     info["heuristic_eps"] = eps
     return rows

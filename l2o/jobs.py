@@ -2,8 +2,11 @@
 
 ``with snakemake_job(snakemake) as job:`` sends logging and progress bars to
 the rule's ``log:`` file, sets torch's threads from ``threads:``, and opens
-the job's MLflow child run (params = the rule's params, tags = rule,
-wildcards, config hash and the upstream jobs' run ids). The run id is written
+the job's MLflow child run (params = the rule's params and, under
+``config.``, the job's task section; tags = rule, task, wildcards, config
+hash and the upstream jobs' run ids). The task section is read from the
+config for logging only: it is not a rule param, so editing one stage's
+settings re-runs only that stage. The run id is written
 to ``mlflow_run_id.txt`` beside the job's first output (not a declared
 output: it never affects what Snakemake re-runs); downstream jobs read it
 from their inputs' folders.
@@ -28,6 +31,7 @@ RUN_ID_FILE = "mlflow_run_id.txt"
 @dataclass
 class Job:
     params: dict[str, Any]
+    task: str | None
     seed: int
     threads: int
     tracker: Any
@@ -61,14 +65,18 @@ def snakemake_job(snakemake) -> Iterator[Job]:
     name = snakemake.rule + "".join(f"/{k}={v}" for k, v in wildcards.items())
     tracker = job_tracker(name)
     status = "FAILED"
+    task = wildcards.get("task")
     try:
         tracker.set_tags(
             {"rule": snakemake.rule, "config_hash": config_hash(params),
+             **({"task": task} if task else {}),
              **{f"wildcard.{k}": v for k, v in wildcards.items()},
              **upstream_run_ids([str(f) for f in snakemake.input])}
         )
         tracker.log_params(params)
-        yield Job(params, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
+        if task and isinstance(snakemake.config.get(task), dict):
+            tracker.log_params({"config": {k: v for k, v in snakemake.config[task].items() if k != "ablations"}})
+        yield Job(params, task, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
         status = "FINISHED"
         if tracker.run_id:
             (Path(snakemake.output[0]).parent / RUN_ID_FILE).write_text(tracker.run_id + "\n")
@@ -87,14 +95,15 @@ def snakemake_job(snakemake) -> Iterator[Job]:
 
 
 def log_evaluation(tracker, table, curves_path: Path) -> None:
-    """Final test metrics (mixed) and per-step NMSE curves (``step = t``) of an evaluation job."""
+    """Final test metrics (mixed) and the per-step test metric (``step = t``) of an evaluation job."""
     import json
 
     mixed = table[table.condition == "mixed"]
     tracker.log_metrics({f"test.{m}.{k}": v for m, k, v in zip(mixed.method, mixed.metric, mixed.value)})
     curves = json.loads(Path(curves_path).read_text())
+    key = f"{curves.get('metric', 'nmse_db')}_per_step"
     for method, info in curves.items():
         if isinstance(info, dict):
-            for t, value in enumerate(info.get("nmse_db_per_step", []), start=1):
-                tracker.log_metrics({f"nmse_db_per_step.{method}": value}, step=t)
+            for t, value in enumerate(info.get(key, []), start=1):
+                tracker.log_metrics({f"{key}.{method}": value}, step=t)
     tracker.log_artifact(curves_path)

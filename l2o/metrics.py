@@ -1,7 +1,7 @@
 """The tidy metrics table every evaluation writes: ``task, method, condition, metric, value`` [+ ``seed``].
 
-NMSE is the paper's: dB of the ratio of means, over all test examples
-(``mixed``) and per SNR block (``snr20`` ...).
+Conditions are the task's (``snr20``, ``sigma65``, ...) plus ``mixed`` (all
+examples of the main test set).
 """
 
 from __future__ import annotations
@@ -14,41 +14,54 @@ import pandas as pd
 from l2o.io import atomic_path
 
 COLUMNS = ["task", "method", "condition", "metric", "value"]
-TASK = "sparse_recovery"
-
-
-def condition_name(snr: float) -> str:
-    return f"snr{int(round(snr))}"
-
-
-def nmse_by_condition(
-    sq_err: np.ndarray, energy: np.ndarray, snr: np.ndarray, mixed: bool = True
-) -> dict[str, float]:
-    """NMSE (dB, ratio of means) over all examples (``mixed``) and per SNR block.
-
-    >>> nmse_by_condition(np.array([1.0, 1.0]), np.array([10.0, 100.0]), np.array([20.0, 30.0]))
-    {'mixed': -17.403626894942438, 'snr20': -10.0, 'snr30': -20.0}
-    """
-    out = {}
-    if mixed:
-        out["mixed"] = db_of(sq_err.mean() / energy.mean())
-    for level in np.unique(snr):
-        sel = snr == level
-        out[condition_name(level)] = db_of(sq_err[sel].mean() / energy[sel].mean())
-    return out
 
 
 def db_of(ratio) -> float:
-    """``10 log10(ratio)``; ``-inf`` for a ratio of 0."""
+    """``10 log10(ratio)``; ``-inf`` for a ratio of 0.
+
+    >>> db_of(0.1)
+    -10.0
+    """
     return float(10.0 * np.log10(ratio)) if ratio > 0 else float("-inf")
 
 
-def metric_rows(method: str, metric: str, values: dict[str, float]) -> list[dict]:
+def metric_rows(task: str, method: str, metric: str, values: dict[str, float]) -> list[dict]:
     """One row per condition of ``values`` ({condition: value})."""
     return [
-        {"task": TASK, "method": method, "condition": c, "metric": metric, "value": v}
+        {"task": task, "method": method, "condition": c, "metric": metric, "value": v}
         for c, v in values.items()
     ]
+
+
+def by_condition(summarise, components: dict[str, np.ndarray], conditions: np.ndarray, mixed: bool = True,
+                 weights: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """``{condition: {metric: value}}`` over all examples (``mixed``) and per condition.
+
+    :param summarise: the task's ``summarise(components, weights=None) -> {metric: value}``.
+    :param components: ``{name: (N,)}``; ``conditions`` (N,) labels, in first-appearance order.
+
+    >>> mean = lambda c, weights=None: {"m": float(c["x"].mean())}
+    >>> by_condition(mean, {"x": np.array([1.0, 3.0, 5.0])}, np.array(["a", "a", "b"]))
+    {'mixed': {'m': 3.0}, 'a': {'m': 2.0}, 'b': {'m': 5.0}}
+    """
+    out = {}
+    if mixed:
+        out["mixed"] = summarise(components, weights=weights)
+    _, first = np.unique(conditions, return_index=True)
+    for cond in conditions[np.sort(first)]:
+        sel = conditions == cond
+        out[str(cond)] = summarise({k: v[sel] for k, v in components.items()},
+                                   weights=None if weights is None else weights[sel])
+    return out
+
+
+def condition_rows(task: str, method: str, per_condition: dict[str, dict[str, float]], suffix: str = "") -> list[dict]:
+    """Rows ``metric + suffix`` (``psnr_oracle``) for every condition and metric of :func:`by_condition`."""
+    rows = []
+    metrics = list(next(iter(per_condition.values()), {}))
+    for metric in metrics:
+        rows += metric_rows(task, method, metric + suffix, {c: v[metric] for c, v in per_condition.items()})
+    return rows
 
 
 def write_table(rows: list[dict], path: Path, seed: int | None = None) -> pd.DataFrame:

@@ -1,6 +1,9 @@
-"""Early-exit inference for users: run a stopping checkpoint on new measurements.
+"""Early-exit inference for users: run a stopping checkpoint on new inputs.
 
 Each example runs only up to its own stop (:func:`l2o.stopping.inference.predict_early_exit`).
+The inputs are the task's test set, or an ``.npy`` array the task turns into
+batches (:meth:`inputs_batches`: measurements ``y`` (N, m) for sparse
+recovery, noisy images (N, H, W) for denoising).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from l2o.checkpoints import build_model, build_policy, load_checkpoint
 from l2o.io import atomic_path
 from l2o.stopping.inference import predict_early_exit
-from l2o.train.common import batched_indices, load_context
+from l2o.tasks.registry import load_task
 
 
 def predict_file(
@@ -22,40 +25,46 @@ def predict_file(
     model: Path,
     data: Path,
     out: Path,
+    task: str = "sparse_recovery",
     inputs: Path | None = None,
     sampled: bool = False,
     seed: int = 0,
-    batch_size: int = 1000,
     device: str | None = None,
 ) -> dict:
-    """Predict ``x_hat`` for the test set of ``data`` (or for ``inputs``, an (N, m) .npy of y).
+    """Predict for the test set of ``data`` (or for ``inputs``, an ``.npy`` array the task reads).
 
-    Writes ``out`` (.npz with ``x_hat`` (N, n) and ``stop_step`` (N,)) and returns a summary.
+    Writes ``out`` (.npz with ``prediction`` (N, ...) and ``stop_step`` (N,)) and returns a summary.
     """
-    ctx = load_context(data, device)
-    ckpt = load_checkpoint(model, "stopping", ctx.data_hash)
-    net = build_model(ctx.task, ckpt, model, ctx.device).eval()
-    policy = build_policy(ckpt, model, ctx.device).eval()
+    job = load_task(task, data, device)
+    ckpt = load_checkpoint(model, "stopping", job)
+    net = build_model(job, ckpt, model).eval()
+    policy = build_policy(job, ckpt, model).eval()
     if inputs is None:
-        y = torch.from_numpy(ctx.arrays["test_y"])
+        batches = list(job.eval_batches("test"))
     else:
-        y = torch.from_numpy(np.load(inputs)).float()
-        if y.ndim != 2 or y.shape[1] != ctx.task.m:
-            raise ValueError(f"inputs {inputs} have shape {tuple(y.shape)}, expected (N, {ctx.task.m})")
+        if not hasattr(job, "inputs_batches"):
+            raise ValueError(f"task {task!r} does not read input arrays; leave out --inputs to predict its test set")
+        batches = list(job.inputs_batches(np.load(inputs), str(inputs)))
     candidates = ckpt["candidate_steps"]
     gen = torch.Generator().manual_seed(seed)
     preds, steps = [], []
     t0 = time.perf_counter()
-    for sl in batched_indices(len(y), batch_size):
-        batch = {"y": y[sl].to(ctx.device)}
-        u = torch.rand(len(batch["y"]), len(candidates), generator=gen).to(ctx.device) if sampled else None
-        x_hat, stop = predict_early_exit(ctx.task, net, policy, batch, candidates, u)
-        preds.append(x_hat.cpu())
+    for batch in batches:
+        b = len(next(iter(batch.values())))
+        u = torch.rand(b, len(candidates), generator=gen).to(job.device) if sampled else None
+        prediction, stop = predict_early_exit(job, net, policy, batch, candidates, u)
+        preds.append(prediction.cpu())
         steps.append(stop.cpu())
     seconds = time.perf_counter() - t0
-    x_hat, stop_step = torch.cat(preds).numpy(), torch.cat(steps).numpy()
+    shapes = {tuple(p.shape[1:]) for p in preds}
+    prediction = torch.cat(preds).numpy() if len(shapes) == 1 else np.array([p.numpy() for p in preds], dtype=object)
+    stop_step = torch.cat(steps).numpy()
     with atomic_path(Path(out)) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, x_hat=x_hat, stop_step=stop_step)
-    return {"examples": len(y), "mean_stop": float(stop_step.mean()), "seconds": seconds,
-            "examples_per_second": len(y) / seconds}
+            if prediction.dtype == object:  # images of different sizes: one array each
+                np.savez(fh, stop_step=stop_step, **{f"prediction_{i}": p.numpy() for i, p in enumerate(preds)})
+            else:
+                np.savez(fh, prediction=prediction, stop_step=stop_step)
+    n = len(stop_step)
+    return {"examples": n, "mean_stop": float(stop_step.mean()), "seconds": seconds,
+            "examples_per_second": n / seconds}

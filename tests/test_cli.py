@@ -26,8 +26,8 @@ def test_every_command_is_documented():
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    cfg = {
-        "problem": {"m": 10, "n": 20, "n_val_per_snr": 10, "n_test_per_snr": 10},
+    cfg = {"tasks": ["sparse_recovery"], "sparse_recovery": {
+        "data": {"m": 10, "n": 20, "n_val_per_snr": 10, "n_test_per_snr": 10},
         "model": {"T": 3},
         "policy": {"hidden": [8]},
         "baseline": {"iterations": 4, "batch_size": 8, "lr": 0.001, "val_every": 2},
@@ -36,7 +36,7 @@ def tiny_config(tmp_path):
         "finetune": {"iterations": 2, "batch_size": 8, "lr": 0.001, "val_every": 2},
         "aevb": {"iterations": 2, "batch_size": 8, "lr": 0.001, "val_every": 2},
         "classical": {"budgets": [3], "L_grid": [4.0, 8.0], "rho_grid": [0.1], "paper_settings": {}},
-    }
+    }}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -52,8 +52,8 @@ def test_cli_sequence_from_data_to_prediction(tmp_path, tiny_config, capsys):
     assert main(["matched", *args, "--data", str(d), "--out", str(tmp_path / "m.pt")]) == 0
     assert main(["stage2", *args, "--data", str(d), "--model", str(tmp_path / "s1.pt"), "--out", str(tmp_path / "s2.pt")]) == 0
     assert main(["finetune", *args, "--data", str(d), "--model", str(tmp_path / "s2.pt"), "--out", str(tmp_path / "s3.pt")]) == 0
-    assert main(["evaluate", *args, "--data", str(d), "--lista", str(tmp_path / "b.pt"), "--lista-stop",
-                 str(tmp_path / "s2.pt"), "--lista-matched", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path / "ev")]) == 0
+    assert main(["evaluate", *args, "--data", str(d), "--baseline", str(tmp_path / "b.pt"), "--stop",
+                 str(tmp_path / "s2.pt"), "--matched", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path / "ev")]) == 0
     import pandas as pd
 
     assert {"lista", "lista_matched", "lista_stop"} <= set(pd.read_csv(tmp_path / "ev/metrics.csv").method)
@@ -70,7 +70,7 @@ def test_missing_data_file_is_named(tmp_path, tiny_config, capsys):
 
 def test_unknown_config_key_is_named(tmp_path, tiny_config, capsys):
     cfg = yaml.safe_load(tiny_config.read_text())
-    cfg["problem"]["sparsity_"] = 0.2
+    cfg["sparse_recovery"]["data"]["sparsity_"] = 0.2
     tiny_config.write_text(yaml.safe_dump(cfg))
     assert main(["data", "--config", str(tiny_config), "--out", str(tmp_path / "d.npz")]) == 2
     assert "sparsity_" in capsys.readouterr().err
@@ -89,3 +89,19 @@ def test_wrong_kind_of_checkpoint_is_named(tmp_path, tiny_config, capsys):
     code = main(["finetune", *args, "--data", str(d), "--model", str(tmp_path / "b.pt"), "--out", str(tmp_path / "f.pt")])
     assert code == 2
     assert "b.pt" in capsys.readouterr().err
+
+
+def test_old_flat_config_is_explained(tmp_path, capsys):
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"problem": {"m": 10}, "model": {"T": 3}}))
+    assert main(["data", "--config", str(path), "--out", str(tmp_path / "d.npz")]) == 2
+    assert "old flat layout" in capsys.readouterr().err
+
+
+def test_several_tasks_need_task_flag(tmp_path, capsys):
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({"tasks": ["sparse_recovery", "denoising"], "sparse_recovery": {}, "denoising": {}}))
+    assert main(["data", "--config", str(path), "--out", str(tmp_path / "d.npz")]) == 2
+    assert "--task" in capsys.readouterr().err
+    assert main(["data", "--config", str(path), "--task", "nope", "--out", str(tmp_path / "d.npz")]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err

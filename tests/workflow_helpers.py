@@ -18,9 +18,21 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+def merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in, recursively for dicts.
+
+    >>> merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4})
+    {'a': {'b': 1, 'c': 3}, 'd': 4}
+    """
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def copy_workflow(dest: Path, config: str = "configs/tiny.yaml", extra: dict | None = None) -> Path:
     """A runnable copy of the workflow in ``dest`` with ``config`` as its config.yaml
-    (top-level sections of ``extra`` added to it)."""
+    (``extra`` merged into it, recursively)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     shutil.copytree(REPO / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
@@ -33,7 +45,7 @@ def copy_workflow(dest: Path, config: str = "configs/tiny.yaml", extra: dict | N
         import yaml
 
         cfg = yaml.safe_load((dest / "config.yaml").read_text())
-        (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, **extra}, sort_keys=False))
+        (dest / "config.yaml").write_text(yaml.safe_dump(merge(cfg, extra), sort_keys=False))
     return dest
 
 
@@ -66,3 +78,28 @@ def planned_job_counts(workdir: Path, *args: str) -> dict[str, int]:
         if table and len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "all"):
             jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+def planned_task_jobs(workdir: Path, *args: str) -> dict[tuple[str, str], int]:
+    """``{(rule, task): number of jobs}`` a dry run would execute (task ``-`` for rules without one)."""
+    import re
+    from collections import Counter
+
+    proc = run_snakemake(workdir, "--dry-run", *args)
+    jobs: Counter = Counter()
+    rule = None
+    task = "-"
+    for line in (proc.stdout + proc.stderr).splitlines():
+        start = re.match(r"^(?:local)?rule (\w+):", line)
+        if start:
+            if rule is not None:
+                jobs[(rule, task)] += 1
+            rule, task = start.group(1), "-"
+            continue
+        found = re.match(r"^\s+wildcards:.*\btask=([\w]+)", line)
+        if found and rule is not None:
+            task = found.group(1)
+    if rule is not None:
+        jobs[(rule, task)] += 1
+    jobs.pop(("all", "-"), None)
+    return dict(jobs)

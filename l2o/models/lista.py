@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.models.lista_fused import lista_exact_forward
+from l2o.models.step_model import check_steps
 
 SOFT_THRESHOLDS = ("exact", "smooth")
 
@@ -121,18 +122,29 @@ class LISTA(nn.Module):
             v = torch.addmm(v, x, w2.T)
         return self.shrink(v, t)
 
-    def forward(self, y: Tensor, num_steps: int | None = None) -> Tensor:
-        """All iterates, (B, m) -> (T, B, n); ``num_steps`` truncates to the first steps.
+    def readout(self, t: int, x: Tensor, y: Tensor) -> Tensor:
+        """The state after step ``t`` is the iterate itself, (B, n)."""
+        return x
 
-        With the exact soft threshold and every ``theta >= 0`` (always so at the ISTA
-        initialisation, and in practice after training) this runs the hand-written
-        forward/backward of :mod:`l2o.models.lista_fused`; otherwise, or with
-        ``model.fused = False``, step by step under autograd (:meth:`forward_stepwise`).
+    def forward(self, y: Tensor, steps: list[int] | None = None, num_steps: int | None = None) -> Tensor:
+        """Iterates at ``steps`` (1-based, increasing; default all): (B, m) -> (K, B, n).
+
+        ``num_steps`` is the older spelling of ``steps = 1..num_steps``. With the exact
+        soft threshold and every ``theta >= 0`` (always so at the ISTA initialisation,
+        and in practice after training) this runs the hand-written forward/backward of
+        :mod:`l2o.models.lista_fused`; otherwise, or with ``model.fused = False``, step
+        by step under autograd (:meth:`forward_stepwise`). Nothing past ``max(steps)``
+        is computed.
         """
-        K = num_steps or self.num_steps
+        if steps is None and num_steps is not None:
+            steps = list(range(1, num_steps + 1))
+        steps = check_steps(steps, self.num_steps)
+        K = steps[-1]
         if self.fused and self.config.soft_threshold == "exact" and bool((self.theta[:K] >= 0).all()):
-            return lista_exact_forward(y, self.W1[:K], self.W2[:K], self.theta[:K])
-        return self.forward_stepwise(y, K)
+            xs = lista_exact_forward(y, self.W1[:K], self.W2[:K], self.theta[:K])
+        else:
+            xs = self.forward_stepwise(y, K)
+        return xs if len(steps) == K else xs[torch.tensor(steps, device=xs.device) - 1]
 
     def forward_stepwise(self, y: Tensor, num_steps: int | None = None) -> Tensor:
         """The reference path: :meth:`step` T times under autograd, (B, m) -> (T, B, n)."""

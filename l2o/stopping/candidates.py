@@ -7,8 +7,12 @@ early steps. The last step is always a candidate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch  # noqa: F401  (used by the doctest)
 from torch import Tensor
+
+from l2o.config import take_fields
 
 
 def select_candidate_steps(mean_oracle_mass: Tensor, threshold: float | None) -> list[int]:
@@ -25,3 +29,26 @@ def select_candidate_steps(mean_oracle_mass: Tensor, threshold: float | None) ->
         return list(range(1, T + 1))
     steps = [t + 1 for t in range(T - 1) if float(mean_oracle_mass[t]) > threshold]
     return steps + [T]
+
+
+@dataclass
+class CandidateConfig:
+    """The key of config section ``policy`` that the stages read (the rest is the task's network)."""
+
+    candidate_threshold: float | None = 1e-3
+
+    def __post_init__(self):
+        if self.candidate_threshold is not None and not 0 <= self.candidate_threshold < 1:
+            raise ValueError(f"candidate_threshold must be in [0, 1), got {self.candidate_threshold}")
+
+
+def split_policy_section(policy: dict) -> tuple[CandidateConfig, dict]:
+    """``(candidate settings, the task's network settings)`` of config section ``policy``.
+
+    >>> split_policy_section({"hidden": [8], "candidate_threshold": 0.01})
+    (CandidateConfig(candidate_threshold=0.01), {'hidden': [8]})
+    """
+    rest = {k: v for k, v in policy.items() if k != "candidate_threshold"}
+    cand = take_fields(CandidateConfig, {k: v for k, v in policy.items() if k == "candidate_threshold"},
+                       "config section 'policy'")
+    return cand, rest

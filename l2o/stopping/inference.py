@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from l2o.tasks.base import StoppingTask, select_rows
+from l2o.models.step_model import take_rows
+from l2o.tasks.base import StoppingTask, batch_size_of
 
 
 def stop_index(stop_logits: Tensor, uniforms: Tensor | None = None) -> Tensor:
@@ -48,34 +49,40 @@ def predict_early_exit(
 ) -> tuple[Tensor, Tensor]:
     """Run each example until it stops; stopped examples leave the batch.
 
-    The policy is evaluated only at candidate steps, under ``no_grad``.
+    The model runs step by step (``init_state``, ``step``, ``readout``; see
+    :mod:`l2o.models.step_model`), so no step after an example's stop is computed
+    for it; the policy is evaluated only at candidate steps, under ``no_grad``.
 
     :param batch: a batch of the task (label not needed).
     :param list candidate_steps: K increasing 1-based steps, the last = T.
     :param Tensor uniforms: (B, K) draws for sampled stopping, or None.
-    :return: ``(prediction (B, ...), stop_step (B,) 1-based)``.
+    :return: ``(prediction (B, ...), stop_step (B,) 1-based)``: the state at each example's stop.
     """
     T = model.num_steps
     if candidate_steps[-1] != T:
         raise ValueError(f"the last candidate step must be T={T}, got {candidate_steps}")
     if any(a >= b for a, b in zip(candidate_steps[:-1], candidate_steps[1:])):
         raise ValueError(f"candidate steps must increase, got {candidate_steps}")
-    inputs = task.model_inputs(batch)
-    B = inputs.shape[0]
-    active = torch.arange(B, device=inputs.device)
-    state = model.init_state(inputs)
-    out = None
-    stop_step = torch.full((B,), T, dtype=torch.long, device=inputs.device)
     sub = batch
+    inputs = task.model_inputs(sub)
+    B = batch_size_of(batch)
+    device = next(iter(batch.values())).device
+    active = torch.arange(B, device=device)
+    carry = model.init_state(inputs)
+    out = None
+    stop_step = torch.full((B,), T, dtype=torch.long, device=device)
     cand_pos = {t: k for k, t in enumerate(candidate_steps)}
     stop_logits = task.stop_logit_fn(policy)
     for t in range(1, T + 1):
-        state = model.step(t, state, task.model_inputs(sub))
+        carry = model.step(t, carry, inputs)
+        if t != T and t not in cand_pos:
+            continue
+        state = model.readout(t, carry, inputs)
         if out is None:
             out = state.new_zeros((B, *state.shape[1:]))
-        if t == T or t not in cand_pos:
-            continue
-        steps = torch.tensor([t], device=inputs.device)
+        if t == T:
+            break
+        steps = torch.tensor([t], device=device)
         logits = stop_logits(sub, state.unsqueeze(0), steps, T)[0]  # (b,)
         if uniforms is None:
             stop = logits > 0.0
@@ -85,9 +92,10 @@ def predict_early_exit(
             out[active[stop]] = state[stop]
             stop_step[active[stop]] = t
             keep = ~stop
-            active, state = active[keep], state[keep]
-            sub = select_rows(sub, keep)
-            if active.numel() == 0:
+            if not keep.any():
                 return out, stop_step
+            active, carry = active[keep], take_rows(carry, keep)
+            sub = task.select(sub, keep)
+            inputs = task.model_inputs(sub)
     out[active] = state
     return out, stop_step

@@ -1,12 +1,12 @@
-"""What every stage shares: loading the problem onto the device, batched
-forward passes over a fixed set, validation metrics, RNGs and fingerprints."""
+"""What every stage shares, for any task: running a model (and policy) over a
+fixed set, validation metrics, RNGs, fingerprints and the final checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,46 +14,16 @@ import torch
 from torch import Tensor, nn
 
 from l2o.checkpoints import build_model, load_checkpoint
-from l2o.device import resolve_device
-from l2o.models.lista import LISTAConfig
 from l2o.stopping.distribution import stop_log_distribution
-from l2o.tasks.sparse_recovery.data import load_problem
-from l2o.tasks.sparse_recovery.task import SparseRecoveryTask
+from l2o.tasks.base import StoppingTask
+from l2o.tasks.registry import load_task
 
 log = logging.getLogger("l2o")
 
 STAGE_SEED_OFFSETS = {"baseline": 1, "stage1": 2, "stage2": 3, "finetune": 4, "aevb": 5}
 
-
-@dataclass
-class Context:
-    """A loaded problem: the task (on ``device``), its arrays and content hash."""
-
-    task: SparseRecoveryTask
-    arrays: dict[str, np.ndarray]
-    data_hash: str
-    device: str
-
-    def split(self, name: str) -> dict[str, Tensor]:
-        """A fixed set (``val``, ``test``, ``extra``) as a batch on the device."""
-        if f"{name}_y" not in self.arrays:
-            raise KeyError(f"the problem file has no {name!r} set")
-        return {
-            k: torch.from_numpy(self.arrays[f"{name}_{k}"]).to(self.device)
-            for k in ("y", "x", "snr")
-        }
-
-
-def load_context(data: Path, device: str | None = None) -> Context:
-    arrays, data_hash = load_problem(data)
-    device = resolve_device(device)
-    task = SparseRecoveryTask.from_arrays(
-        arrays,
-        snr_db=arrays["meta_snr_db"].tolist(),
-        sparsity=float(arrays["meta_sparsity"]),
-        device=device,
-    )
-    return Context(task, arrays, data_hash, device)
+__all__ = ["load_task", "make_generator", "fingerprint", "file_digest", "collect", "predictive_val_metrics",
+           "stopping_val_metrics", "load_initial_model", "work_dir_for", "finish_stage", "SetOutputs"]
 
 
 def make_generator(seed: int, stage: str) -> torch.Generator:
@@ -66,6 +36,16 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def batched_indices(n: int, chunk: int):
+    """Slices of ``range(n)`` in chunks of ``chunk``.
+
+    >>> list(batched_indices(5, 2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    for i in range(0, n, chunk):
+        yield slice(i, min(i + chunk, n))
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -74,83 +54,96 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def batched_indices(n: int, chunk: int):
-    for i in range(0, n, chunk):
-        yield slice(i, min(i + chunk, n))
+@dataclass
+class SetOutputs:
+    """A model (and policy) run over a fixed set, everything on the CPU.
+
+    ``losses`` (N, T) per-step losses; ``components`` {name: (N, T)} metric
+    components (:meth:`StoppingTask.step_metrics`); ``conditions`` (N,);
+    ``logits`` (N, K) stop logits at the candidate steps (with a policy);
+    ``change`` (N, T) what the non-learned rule thresholds (when asked for).
+    """
+
+    losses: Tensor
+    components: dict[str, np.ndarray]
+    conditions: np.ndarray
+    logits: Tensor | None = None
+    change: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+    def at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The components at one step per example: index (N,) 0-based -> {name: (N,)}."""
+        rows = np.arange(len(index))
+        return {k: v[rows, index] for k, v in self.components.items()}
+
+    def at_candidates(self, candidates: list[int]) -> dict[str, np.ndarray]:
+        """The components at the candidate steps: {name: (N, K)}."""
+        cols = [t - 1 for t in candidates]
+        return {k: v[:, cols] for k, v in self.components.items()}
 
 
 @torch.no_grad()
-def step_errors(task, model: nn.Module, batch: dict[str, Tensor], chunk: int = 1000) -> Tensor:
-    """Per-step losses of ``model`` on a fixed set: (N, T), on the CPU."""
-    out = []
-    for sl in batched_indices(len(batch["y"]), chunk):
-        sub = {k: v[sl] for k, v in batch.items()}
-        out.append(task.step_losses(model(task.model_inputs(sub)), sub).cpu())
-    return torch.cat(out)
+def collect(task: StoppingTask, net: nn.Module, split: str, *, policy: nn.Module | None = None,
+            candidates: list[int] | None = None, full: bool = False, change: bool = False) -> SetOutputs:
+    """Run ``net`` (and ``policy`` at ``candidates``) over the fixed set ``split``."""
+    losses, comps, conds, logits, changes = [], {}, [], [], []
+    logits_of = task.stop_logit_fn(policy) if policy is not None else None
+    steps = torch.tensor(candidates or [1], device=task.device)
+    for batch in task.eval_batches(split):
+        states = net(task.model_inputs(batch))  # (T, b, ...)
+        losses.append(task.step_losses(states, batch).double().cpu())
+        for k, v in task.step_metrics(states, batch, full=full).items():
+            comps.setdefault(k, []).append(v.double().cpu().numpy())
+        conds.append(task.conditions(batch))
+        if change:
+            changes.append(task.state_change(states).double().cpu().numpy())
+        if logits_of is not None:
+            logits.append(logits_of(batch, states[steps - 1], steps, net.num_steps).T.double().cpu())
+    return SetOutputs(
+        losses=torch.cat(losses),
+        components={k: np.concatenate(v) for k, v in comps.items()},
+        conditions=np.concatenate(conds),
+        logits=torch.cat(logits) if logits else None,
+        change=np.concatenate(changes) if changes else None,
+    )
 
 
-@torch.no_grad()
-def stop_logits(
-    task, model: nn.Module, policy: nn.Module, batch, candidate_steps: list[int], chunk: int = 1000
-) -> tuple[Tensor, Tensor]:
-    """Per-step losses (N, T) and the policy's stop logits at the candidate steps (N, K)."""
-    errs, logits = [], []
-    steps = torch.tensor(candidate_steps, device=batch["y"].device)
-    logits_of = task.stop_logit_fn(policy)
-    for sl in batched_indices(len(batch["y"]), chunk):
-        sub = {k: v[sl] for k, v in batch.items()}
-        states = model(task.model_inputs(sub))  # (T, b, n)
-        errs.append(task.step_losses(states, sub).cpu())
-        logits.append(logits_of(sub, states[steps - 1], steps, model.num_steps).T.cpu())
-    return torch.cat(errs), torch.cat(logits)
-
-
-def db(ratio: float | Tensor) -> float:
-    return float(10.0 * torch.log10(torch.as_tensor(ratio, dtype=torch.float64)))
-
-
-def energy(batch: dict[str, Tensor]) -> Tensor:
-    """``||x*||^2`` per example, (N,) on the CPU."""
-    return batch["x"].pow(2).sum(dim=1).cpu()
-
-
-def predictive_val_metrics(errors: Tensor, target_energy: Tensor) -> dict[str, float]:
-    """NMSE (dB) at the last step and at the per-example best step, from (N, T) errors."""
-    e = target_energy.double().mean()
+def predictive_val_metrics(task: StoppingTask, out: SetOutputs) -> dict[str, float]:
+    """The task's metric at the last step and at each example's best step (the oracle)."""
+    m = task.metric
+    best = out.losses.argmin(dim=1).numpy()
     return {
-        "val_nmse_db_last": db(errors[:, -1].double().mean() / e),
-        "val_nmse_db_best_step": db(errors.min(dim=1).values.double().mean() / e),
+        f"val_{m}_last": task.summarise({k: v[:, -1] for k, v in out.components.items()})[m],
+        f"val_{m}_best_step": task.summarise(out.at(best))[m],
     }
 
 
-def stopping_val_metrics(
-    errors: Tensor, logits: Tensor, candidate_steps: list[int], target_energy: Tensor
-) -> dict[str, float]:
-    """Expected NMSE (dB) under ``q_phi`` and at the deterministic stop, from errors and logits."""
+def stopping_val_metrics(task: StoppingTask, out: SetOutputs, candidates: list[int]) -> dict[str, float]:
+    """The metric expected under ``q_phi``, at the deterministic stop, and the mean stop step."""
     from l2o.stopping.inference import stop_index
 
-    cand = errors[:, [t - 1 for t in candidate_steps]].double()
-    q = stop_log_distribution(logits.double()).exp()
-    e = target_energy.double().mean()
-    det = cand.gather(1, stop_index(logits).unsqueeze(1)).squeeze(1)
-    steps = torch.tensor(candidate_steps, dtype=torch.float64)
+    m = task.metric
+    q = stop_log_distribution(out.logits).exp().numpy()  # (N, K)
+    cand = out.at_candidates(candidates)
+    det = stop_index(out.logits).numpy()
+    rows = np.arange(len(det))
     return {
-        "val_nmse_db_expected": db((q * cand).sum(dim=1).mean() / e),
-        "val_nmse_db_stop": db(det.mean() / e),
-        "val_mean_stop": float((q * steps).sum(dim=1).mean()),
+        f"val_{m}_expected": task.summarise({k: (q * v).sum(axis=1) for k, v in cand.items()})[m],
+        f"val_{m}_stop": task.summarise({k: v[rows, det] for k, v in cand.items()})[m],
+        "val_mean_stop": float((q * np.asarray(candidates, dtype=np.float64)).sum(axis=1).mean()),
     }
 
 
-def load_initial_model(task, init: Path, model: dict, data_hash: str, device, what: str = "initial checkpoint"):
-    """A trained LISTA checkpoint to start from, checked against config section ``model``.
+def load_initial_model(task: StoppingTask, init: Path, model: dict, what: str = "initial checkpoint"):
+    """A trained predictive checkpoint to start from, checked against config section ``model``.
 
     ``what`` names the checkpoint in the error (e.g. ``baseline checkpoint``).
     """
-    ckpt = load_checkpoint(init, "predictive", data_hash)
-    wanted = LISTAConfig(m=task.m, n=task.n, **model).__dict__
+    ckpt = load_checkpoint(init, "predictive", task)
+    wanted = task.model_args(model)
     if ckpt["model_args"] != wanted:
         raise ValueError(f"{what} {init} has model {ckpt['model_args']}, but config section 'model' says {wanted}")
-    return build_model(task, ckpt, init, device)
+    return build_model(task, ckpt, init)
 
 
 def work_dir_for(out: Path) -> Path:
@@ -158,19 +151,20 @@ def work_dir_for(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.work"
 
 
-def finish_stage(out: Path, *, stage: str, ctx: Context, net: nn.Module, result, tracker, config: dict,
+def finish_stage(out: Path, *, stage: str, task: StoppingTask, net: nn.Module, result, tracker, config: dict,
                  policy: nn.Module | None = None, **extra) -> None:
     """Write the stage's self-describing checkpoint atomically, then drop its work dir."""
     from l2o.checkpoints import save_checkpoint
+    from l2o.train.loop import clear_work_dir
 
     payload = dict(
         kind="stopping" if policy is not None else "predictive",
         stage=stage,
-        task=ctx.task.name,
+        task=task.name,
         model_args=net.describe(),
         model_state=net.state_dict(),
         config=config,
-        data_hash=ctx.data_hash,
+        data_hash=task.data_hash,
         history=result.history,
         best_iteration=result.best_iteration,
         seconds=result.seconds,
@@ -180,6 +174,4 @@ def finish_stage(out: Path, *, stage: str, ctx: Context, net: nn.Module, result,
         payload.update(policy_args=policy.describe(), policy_state=policy.state_dict())
     payload.update(extra)
     save_checkpoint(out, **payload)
-    from l2o.train.loop import clear_work_dir
-
     clear_work_dir(work_dir_for(out))

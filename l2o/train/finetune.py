@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from l2o.checkpoints import build_model, build_policy, load_checkpoint
-from l2o.train.common import file_digest, finish_stage, fingerprint, load_context, work_dir_for
+from l2o.train.common import file_digest, finish_stage, fingerprint, load_task, work_dir_for
 from l2o.train.joint import train_jointly
 from l2o.train.loop import OptimConfig, take_fields
 from l2o.tracking import NullTracker
@@ -18,6 +18,7 @@ def run(
     stop_ckpt: Path,
     out: Path,
     finetune: dict,
+    task: str = "sparse_recovery",
     seed: int = 0,
     tracker=None,
     progress: bool = True,
@@ -27,27 +28,26 @@ def run(
     section = {k: v for k, v in finetune.items() if k != "enabled"}
     cfg = take_fields(OptimConfig, section, "config section 'finetune'")
     tracker = tracker or NullTracker()
-    ctx = load_context(data, device)
-    ckpt = load_checkpoint(stop_ckpt, "stopping", ctx.data_hash)
-    net = build_model(ctx.task, ckpt, stop_ckpt, ctx.device)
-    pol = build_policy(ckpt, stop_ckpt, ctx.device)
-    work = work_dir_for(out)
+    job = load_task(task, data, device)
+    ckpt = load_checkpoint(stop_ckpt, "stopping", job)
+    net = build_model(job, ckpt, stop_ckpt)
+    pol = build_policy(job, ckpt, stop_ckpt)
     result = train_jointly(
         stage="finetune",
-        ctx=ctx,
+        task=job,
         net=net,
         policy=pol,
         candidates=ckpt["candidate_steps"],
         beta=ckpt["beta"],
         optim=cfg,
         seed=seed,
-        work_dir=work,
-        fingerprint=fingerprint("finetune", asdict(cfg), seed, ctx.data_hash, file_digest(stop_ckpt)),
+        work_dir=work_dir_for(out),
+        fingerprint=fingerprint("finetune", asdict(cfg), seed, job.data_hash, file_digest(stop_ckpt)),
         tracker=tracker,
         progress=progress,
     )
-    finish_stage(out, stage="finetune", ctx=ctx, net=net, policy=pol, result=result, tracker=tracker,
+    finish_stage(out, stage="finetune", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"finetune": finetune, "seed": seed}, candidate_steps=ckpt["candidate_steps"],
                  oracle_mass=ckpt.get("oracle_mass"), beta=ckpt["beta"],
                  upstream_run_id=ckpt.get("mlflow_run_id"))
-    return {"best_val_nmse_db_expected": result.best_score, "seconds": result.seconds}
+    return {f"best_val_{job.metric}_expected": result.best_score, "seconds": result.seconds}

@@ -12,14 +12,14 @@ import torch
 
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.objectives import joint_objective
-from l2o.train.common import energy, make_generator, stop_logits, stopping_val_metrics
+from l2o.train.common import collect, make_generator, stopping_val_metrics
 from l2o.train.loop import OptimConfig, fit
 
 
 def train_jointly(
     *,
     stage: str,
-    ctx,
+    task,
     net,
     policy,
     candidates: list[int],
@@ -32,22 +32,18 @@ def train_jointly(
     progress: bool,
 ):
     """Minimise the joint objective over both ``net`` and ``policy``; returns the FitResult."""
-    task = ctx.task
     net.requires_grad_(True)
     policy.requires_grad_(True)
-    steps = torch.tensor(candidates, device=ctx.device)
-    val = ctx.split("val")
-    val_energy = energy(val)
+    steps = torch.tensor(candidates, device=task.device)
 
     def loss_fn(batch):
-        states = net(task.model_inputs(batch))[steps - 1]  # (K, B, n)
+        states = net(task.model_inputs(batch), candidates)  # (K, B, ...)
         losses = task.step_losses(states, batch)  # (B, K)
         log_q = stop_log_distribution(task.stop_logit_fn(policy)(batch, states, steps, net.num_steps).T)
         return joint_objective(losses, log_q, beta)
 
     def validate():
-        errors, logits = stop_logits(task, net, policy, val, candidates)
-        return stopping_val_metrics(errors, logits, candidates, val_energy)
+        return stopping_val_metrics(task, collect(task, net, "val", policy=policy, candidates=candidates), candidates)
 
     return fit(
         stage=stage,
@@ -56,7 +52,8 @@ def train_jointly(
         loss_fn=loss_fn,
         sample_batch=lambda g: task.sample_batch(optim.batch_size, g),
         validate=validate,
-        score_key="val_nmse_db_expected",
+        score_key=f"val_{task.metric}_expected",
+        higher_is_better=task.higher_is_better,
         work_dir=work_dir,
         fingerprint=fingerprint,
         generator=make_generator(seed, stage),

@@ -16,13 +16,14 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from l2o.config import take_fields  # noqa: F401  (re-exported: stages import it from here)
 from l2o.io import save_torch_atomic
 
 log = logging.getLogger("l2o")
@@ -30,13 +31,16 @@ log = logging.getLogger("l2o")
 
 @dataclass
 class OptimConfig:
-    """Optimisation settings of one stage (Adam)."""
+    """Optimisation settings of one stage: Adam, with the learning rate multiplied by
+    ``lr_gamma`` at each iteration in ``lr_milestones`` (none by default)."""
 
     iterations: int
     batch_size: int
     lr: float
     weight_decay: float = 0.0
     val_every: int = 100
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
 
     def __post_init__(self):
         for key in ("iterations", "batch_size", "val_every"):
@@ -46,18 +50,11 @@ class OptimConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-
-def take_fields(cls, section: dict, where: str):
-    """Build dataclass ``cls`` from the keys of ``section`` it declares; unknown keys raise."""
-    names = set(cls.__dataclass_fields__)
-    unknown = sorted(set(section) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    try:
-        return cls(**section)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from err
+        self.lr_milestones = [int(m) for m in self.lr_milestones]
+        if any(m < 1 for m in self.lr_milestones) or self.lr_milestones != sorted(set(self.lr_milestones)):
+            raise ValueError(f"lr_milestones must be increasing iterations >= 1, got {self.lr_milestones}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
 
 
 def split_optim(section: dict) -> tuple[OptimConfig, dict]:
@@ -100,12 +97,14 @@ def fit(
     generator: torch.Generator,
     tracker=None,
     progress: bool = True,
+    higher_is_better: bool = False,
 ) -> FitResult:
     """Train the parameters of ``modules`` that require grad; keep the best on validation.
 
     :param loss_fn: batch -> scalar loss.
     :param sample_batch: generator -> batch (CPU); moved to the modules' device here.
-    :param validate: () -> metrics dict; ``metrics[score_key]`` is minimised.
+    :param validate: () -> metrics dict; ``metrics[score_key]`` is minimised (maximised
+        with ``higher_is_better``).
     :return: the best score and its iteration, the history; ``modules`` hold the best state.
     """
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -113,6 +112,8 @@ def fit(
         raise ValueError(f"{stage}: nothing to train")
     device = params[0].device
     opt = make_adam(params, optim.lr, optim.weight_decay)
+    sched = (torch.optim.lr_scheduler.MultiStepLR(opt, milestones=optim.lr_milestones, gamma=optim.lr_gamma)
+             if optim.lr_milestones else None)
     ckpt_path = Path(work_dir) / "last.pt"
     start, history, best, elapsed = 0, [], None, 0.0
 
@@ -122,6 +123,8 @@ def fit(
             for name, mod in modules.items():
                 mod.load_state_dict(state["modules"][name])
             opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"].cpu())  # map_location moved it
             start, history, best = state["iteration"], state["history"], state["best"]
             elapsed = state.get("seconds", 0.0)
@@ -141,7 +144,7 @@ def fit(
             raise FloatingPointError(f"{stage}: validation {score_key} is {score} at iteration {iteration}")
         row = {"iteration": iteration, "train_loss": train_loss, **metrics}
         history.append(row)
-        if best is None or score < best["score"]:
+        if best is None or (score > best["score"] if higher_is_better else score < best["score"]):
             best = {
                 "score": score,
                 "iteration": iteration,
@@ -162,7 +165,7 @@ def fit(
     for mod in modules.values():
         mod.train()
     for it in bar:
-        batch = {k: v.to(device, non_blocking=True) for k, v in sample_batch(generator).items()}
+        batch = to_device(sample_batch(generator), device)
         loss = loss_fn(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -172,6 +175,8 @@ def fit(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         running += loss.item()
         count += 1
         if it % optim.val_every == 0 or it == optim.iterations:
@@ -183,6 +188,7 @@ def fit(
                     "iteration": it,
                     "modules": {n: m.state_dict() for n, m in modules.items()},
                     "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
                     "generator": generator.get_state(),
                     "history": history,
                     "best": best,
@@ -197,6 +203,11 @@ def fit(
         mod.load_state_dict(best["modules"][name])
         mod.eval()
     return FitResult(best["score"], best["iteration"], history, time.perf_counter() - t0)
+
+
+def to_device(batch: dict, device) -> dict:
+    """Every tensor of a batch on ``device`` (non-tensor values kept)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def clear_work_dir(work_dir: Path) -> None:

@@ -1,10 +1,10 @@
-"""The matched-budget LISTA control for the skeptic's question (e).
+"""The matched-budget control for the skeptic's question (e), for any task.
 
-LISTA-stop's predictive model is plain LISTA trained further by Stage I (when
-``stage1.init`` is ``baseline``) or Stage I alone (``scratch``). Comparing it
-with the plain LISTA baseline therefore mixes two effects: the oracle
-objective and the extra training. This control separates them: a LISTA
-trained with the baseline's deep-supervision loss from the same start as
+The stopping model's predictive network is the baseline trained further by
+Stage I (when ``stage1.init`` is ``baseline``) or Stage I alone
+(``scratch``). Comparing it with the plain baseline (LISTA, DnCNN) therefore
+mixes two effects: the oracle objective and the extra training. This control
+separates them: the same network trained with the baseline's loss from the same start as
 Stage I, for the same number of updates, with the same batch size,
 optimiser settings and the very same training batches (Stage I's random
 stream; with ``stage1.loss: sampled`` Stage I also draws its step samples from
@@ -18,20 +18,21 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from l2o.models.lista import LISTAConfig
+import torch
+
 from l2o.train.baseline import BaselineConfig, train_deep_supervision
 from l2o.train.common import (
     file_digest,
     finish_stage,
     fingerprint,
-    load_context,
     load_initial_model,
+    load_task,
     make_generator,
 )
 from l2o.train.loop import OptimConfig, take_fields
 from l2o.tracking import NullTracker
 
-STAGE = "lista_matched"
+STAGE = "matched"
 
 
 def matched_settings(baseline: dict, stage1: dict) -> dict:
@@ -54,6 +55,7 @@ def run(
     out: Path,
     model: dict,
     matched: dict,
+    task: str = "sparse_recovery",
     init: Path | None = None,
     seed: int = 0,
     tracker=None,
@@ -68,23 +70,23 @@ def run(
     if start == "baseline" and init is None:
         raise ValueError("matched control starts from the baseline (stage1.init: baseline) but no checkpoint was given")
     cfg = take_fields(BaselineConfig, settings, "matched control settings (from stage1 and baseline.gamma)")
-    take_fields(LISTAConfig, {"m": 1, "n": 1, **model}, "config section 'model'")
     tracker = tracker or NullTracker()
-    ctx = load_context(data, device)
-    task = ctx.task
+    job = load_task(task, data, device)
+    model_args = job.model_args(model)
     init_hash = None
     if start == "baseline":
-        net = load_initial_model(task, init, model, ctx.data_hash, ctx.device)
+        net = load_initial_model(job, init, model)
         init_hash = file_digest(init)
     else:
-        net = task.build_model(model)
+        torch.manual_seed(seed)  # as Stage I from scratch
+        net = job.build_model(model_args)
     result = train_deep_supervision(
-        STAGE, net, cfg, ctx, out,
-        fingerprint=fingerprint(STAGE, asdict(cfg), start, model, seed, ctx.data_hash, init_hash),
+        STAGE, net, cfg, job, out,
+        fingerprint=fingerprint(STAGE, asdict(cfg), start, model, seed, job.data_hash, init_hash),
         generator=make_generator(seed, "stage1"),  # Stage I's stream: the very batches Stage I saw
         tracker=tracker, progress=progress,
     )
-    finish_stage(out, stage=STAGE, ctx=ctx, net=net, result=result, tracker=tracker,
+    finish_stage(out, stage=STAGE, task=job, net=net, result=result, tracker=tracker,
                  config={"model": model, "matched": matched, "seed": seed})
-    return {"best_val_nmse_db_last": result.best_score, "best_iteration": result.best_iteration,
+    return {f"best_val_{job.metric}_last": result.best_score, "best_iteration": result.best_iteration,
             "seconds": result.seconds}

@@ -38,7 +38,7 @@ def test_fused_equals_stepwise_values_and_gradients(num_steps):
     y = torch.randn(13, 7, generator=gen, dtype=F64)
     K = num_steps or 5
     weights = torch.randn(K, 13, 11, generator=gen, dtype=F64)
-    fused = values_and_grads(net, lambda v: net(v, num_steps), y, weights)
+    fused = values_and_grads(net, lambda v: net(v, num_steps=num_steps), y, weights)
     ref = values_and_grads(net, lambda v: net.forward_stepwise(v, num_steps), y, weights)
     names = ["iterates", "grad y", "grad W1", "grad W2", "grad theta"]
     for name, a, b in zip(names, fused, ref):

@@ -48,7 +48,7 @@ def test_starts_from_the_baseline_and_writes_a_predictive_checkpoint(tiny_proble
     summary = matched.run(data=tiny_problem.path, out=out, init=init, model=MODEL,
                           matched={**OPT, "init": "baseline"}, **COMMON)
     ckpt = load_checkpoint(out)
-    assert ckpt["kind"] == "predictive" and ckpt["stage"] == "lista_matched"
+    assert ckpt["kind"] == "predictive" and ckpt["stage"] == "matched"
     assert [r["iteration"] for r in ckpt["history"]] == [0, 10, 20]
     # iteration 0 is the baseline's best model, unchanged
     assert ckpt["history"][0]["val_nmse_db_last"] == pytest.approx(base_summary["best_val_nmse_db_last"], abs=1e-9)
@@ -79,7 +79,7 @@ def test_sees_exactly_stage1s_batches(tiny_problem, trained_baseline, tmp_path, 
 def test_from_scratch_needs_no_checkpoint(tiny_problem, tmp_path):
     matched.run(data=tiny_problem.path, out=tmp_path / "m.pt", model=MODEL,
                 matched={**OPT, "iterations": 10, "init": "scratch"}, **COMMON)
-    assert load_checkpoint(tmp_path / "m.pt")["stage"] == "lista_matched"
+    assert load_checkpoint(tmp_path / "m.pt")["stage"] == "matched"
 
 
 @pytest.mark.parametrize("settings, match", [

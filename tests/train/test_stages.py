@@ -15,7 +15,7 @@ from l2o.checkpoints import build_model, build_policy, load_checkpoint
 from l2o.stopping.inference import predict_early_exit
 from l2o.tasks.sparse_recovery.task import SparseRecoveryTask
 from l2o.train import aevb, baseline, finetune, stage1, stage2
-from l2o.train.common import load_context
+from l2o.tasks.registry import load_task
 
 MODEL = {"T": 4}
 OPT = {"iterations": 30, "batch_size": 32, "lr": 1e-3, "val_every": 10}
@@ -129,12 +129,12 @@ def test_stages_chain_their_states(pipeline):
 
 
 def test_stopping_checkpoint_rebuilds_and_predicts(pipeline, tiny_problem):
-    ctx = load_context(tiny_problem.path, "cpu")
+    task = load_task("sparse_recovery", tiny_problem.path, "cpu")
     path = pipeline["paths"]["finetune"]
-    ckpt = load_checkpoint(path, "stopping", ctx.data_hash)
-    net, pol = build_model(ctx.task, ckpt, path, "cpu"), build_policy(ckpt, path, "cpu")
-    test = ctx.split("test")
-    pred, step = predict_early_exit(ctx.task, net, pol, test, ckpt["candidate_steps"])
+    ckpt = load_checkpoint(path, "stopping", task)
+    net, pol = build_model(task, ckpt, path), build_policy(task, ckpt, path)
+    test = task.split("test")
+    pred, step = predict_early_exit(task, net, pol, test, ckpt["candidate_steps"])
     assert pred.shape == test["x"].shape
     assert ((step >= 1) & (step <= 4)).all()
 
@@ -290,7 +290,7 @@ def test_stage2_bad_values(pipeline, tmp_path):
 
 def test_baseline_bad_gamma(tiny_problem, tmp_path):
     with pytest.raises(ValueError, match="gamma"):
-        run_baseline(tiny_problem.path, tmp_path / "o.pt", section={**OPT, "gamma": 0.0})
+        run_baseline(tiny_problem.path, tmp_path / "o.pt", section={**OPT, "gamma": 1.5})
 
 
 def test_step_weights():

@@ -4,8 +4,9 @@ import pytest
 
 from workflow_helpers import copy_workflow, run_snakemake
 
-# one variant that re-trains Stage II only, one that re-trains Stages I and II
-TINY_ABLATIONS = {"ablations": {"stage2_map": {"stage2": {"loss": "map"}}, "beta_2": {"stage1": {"beta": 2.0}}}}
+# sparse recovery: one variant that re-trains Stage II only, one that re-trains Stages I and II
+TINY_ABLATIONS = {"sparse_recovery": {"ablations": {"stage2_map": {"stage2": {"loss": "map"}},
+                                                    "beta_2": {"stage1": {"beta": 2.0}}}}}
 
 
 @pytest.fixture(scope="session")

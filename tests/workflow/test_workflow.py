@@ -1,4 +1,4 @@
-"""End-to-end: the tiny config through Snakemake, MLflow runs, rerun behaviour, schema errors."""
+"""End-to-end: the tiny config (both tasks) through Snakemake, MLflow runs, rerun behaviour, schema errors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import copy_workflow, planned_job_counts, planned_jobs, run_snakemake
+from workflow_helpers import copy_workflow, planned_job_counts, planned_jobs, planned_task_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
-TRAINING_JOBS = {"data", "classical", "baseline", "stage1", "stage2", "finetune", "aevb", "evaluate", "report"}
+SR, DN = "sparse_recovery", "denoising"
+TASK_RULES = {"data", "classical", "baseline", "stage1", "stage2", "finetune", "matched", "evaluate"}
+# rule -> jobs of the tiny run: both tasks run every task rule; AEVB is off for denoising
+JOBS_PER_RULE = {**{r: 2 for r in TASK_RULES}, "aevb": 1, "report": 1,
+                 "ablation_stage1": 1, "ablation_stage2": 2, "ablation_evaluate": 2}
 
 
 def test_lint_is_clean(tmp_path):
@@ -24,43 +28,55 @@ def test_lint_is_clean(tmp_path):
 @pytest.mark.parametrize("config", ["config.yaml", "configs/tiny.yaml", "configs/paper.yaml", "configs/paper-cpu.yaml"])
 def test_dry_run_of_each_config(tmp_path, config):
     work = copy_workflow(tmp_path, config)
-    jobs = planned_jobs(work)
-    assert {"data", "classical", "baseline", "stage1", "stage2", "evaluate", "report"} <= jobs
+    jobs = planned_task_jobs(work)
+    for task in (SR, DN):
+        assert {(r, task) for r in ("data", "classical", "baseline", "stage1", "stage2", "evaluate")} <= set(jobs)
+    assert ("report", "-") in jobs
 
 
 def test_ablation_overlay_on_the_default_config(tmp_path):
     work = copy_workflow(tmp_path, "config.yaml")
     overlay = yaml.safe_load((work / "configs/ablations.yaml").read_text())
-    jobs = planned_job_counts(work, "--configfile", "config.yaml", "configs/ablations.yaml")
-    seeds = len(overlay["seeds"])
-    reaching_stage1 = sum("stage1" in v for v in overlay["ablations"].values())
-    assert jobs["ablation_stage1"] == seeds * reaching_stage1
-    assert jobs["ablation_stage2"] == jobs["ablation_evaluate"] == seeds * len(overlay["ablations"])
+    jobs = planned_task_jobs(work, "--configfile", "config.yaml", "configs/ablations.yaml")
+    section = overlay[SR]
+    seeds = len(section["seeds"])
+    reaching_stage1 = sum("stage1" in v for v in section["ablations"].values())
+    assert jobs[("ablation_stage1", SR)] == seeds * reaching_stage1
+    assert jobs[("ablation_stage2", SR)] == jobs[("ablation_evaluate", SR)] == seeds * len(section["ablations"])
+    assert not any(task == DN for _, task in jobs)  # the overlay runs sparse recovery only
 
 
 def test_summary_rows(tiny_run):
     summary = pd.read_csv(tiny_run / "results/summary.csv")
-    assert list(summary.columns[:5]) == ["task", "method", "condition", "metric", "value"]
-    assert set(summary.task) == {"sparse_recovery"}
-    methods = set(summary.method)
+    assert list(summary.columns) == ["task", "method", "condition", "metric", "value", "ci95", "n_seeds"]
+    assert set(summary.task) == {SR, DN}
+    sr = summary[summary.task == SR]
+    methods = set(sr.method)
     assert {"ista_t6", "fista_t6", "ista_t20", "fista_t20", "lista", "lista_stop", "lista_stop_ft", "aevb",
             "lista_fixed_depth", "lista_matched", "ablation/stage2_map", "ablation/beta_2"} <= methods
-    assert {"mixed", "snr20", "snr30", "snr40"} <= set(summary.condition)
-    stop = summary[(summary.method == "lista_stop") & (summary.condition == "mixed")]
+    assert {"mixed", "snr20", "snr30", "snr40"} <= set(sr.condition)
+    stop = sr[(sr.method == "lista_stop") & (sr.condition == "mixed")]
     assert {"nmse_db", "nmse_db_sampled", "nmse_db_expected", "nmse_db_oracle", "mean_stop"} <= set(stop.metric)
     nmse = stop.set_index("metric").value
     assert nmse["nmse_db_oracle"] <= nmse["nmse_db"] + 1e-9  # the oracle is an upper bound
     assert 1 <= nmse["mean_stop"] <= 6
+    dn = summary[summary.task == DN]
+    assert {"dncnn", "dncnn_stop", "dncnn_stop_ft", "dncnn_matched", "dncnn_fixed_depth", "bm3d", "nlm",
+            "noisy"} <= set(dn.method)
+    assert {"mixed", "sigma35", "sigma55", "sigma75"} <= set(dn.condition)
+    stop = dn[(dn.method == "dncnn_stop") & (dn.condition == "mixed")].set_index("metric").value
+    assert stop["psnr_oracle"] >= stop["psnr"] - 1e-9 and 0 < stop["ssim"] <= 1
 
 
 def test_report_files(tiny_run):
     html = (tiny_run / "results/report.html").read_text()
-    assert "Table 2" in html and "data:image/png;base64," in html
+    assert "Table 2" in html and "Table 6" in html and "data:image/png;base64," in html
     assert 'src="http' not in html  # self-contained
     md = (tiny_run / "results/report.md").read_text()
-    assert "Is learning to stop worth it?" in md
-    assert "## Ablations" in md and "| stage2_map | stage2.loss=map |" in md and "| beta_2 | stage1.beta=2.0 |" in md
-    assert (tiny_run / "results/plots/stop_histogram.png").stat().st_size > 0
+    assert md.count("Is learning to stop worth it?") == 2  # one per task
+    assert "### Ablations" in md and "| stage2_map | stage2.loss=map |" in md and "| beta_2 | stage1.beta=2.0 |" in md
+    for plot in ("sparse_recovery_stop_histogram", "denoising_stop_by_condition", "denoising_pictures"):
+        assert (tiny_run / f"results/plots/{plot}.png").stat().st_size > 0
 
 
 def test_mlflow_parent_and_child_runs(tiny_run):
@@ -72,18 +88,21 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    jobs_per_rule = {r: 1 for r in TRAINING_JOBS | {"lista_matched"}}
-    jobs_per_rule.update(ablation_stage1=1, ablation_stage2=2, ablation_evaluate=2)  # beta_2: I+II; stage2_map: II
-    assert {r.data.tags["rule"] for r in children} == set(jobs_per_rule)
-    assert len(children) == sum(jobs_per_rule.values())
+    assert {r.data.tags["rule"] for r in children} == set(JOBS_PER_RULE)
+    assert len(children) == sum(JOBS_PER_RULE.values())
     for r in children:
         assert r.info.status == "FINISHED"
         assert r.data.params, r.data.tags["rule"]
         assert "config_hash" in r.data.tags
-    stage2 = next(r for r in children if r.data.tags["rule"] == "stage2")
+        if r.data.tags["rule"] != "report":  # every task job names its task and logs the task's section
+            assert r.data.tags["task"] in (SR, DN)
+            assert any(k.startswith("config.model.") for k in r.data.params), r.data.tags["rule"]
+    dn_stage1 = next(r for r in children if r.data.tags["rule"] == "stage1" and r.data.tags["task"] == DN)
+    assert dn_stage1.data.params["config.model.layers"] == "5" and "val_psnr_best_step" in dn_stage1.data.metrics
+    stage2 = next(r for r in children if r.data.tags["rule"] == "stage2" and r.data.tags["task"] == SR)
     assert "val_nmse_db_expected" in stage2.data.metrics
     assert stage2.data.tags["upstream.stage1"] == next(
-        r.info.run_id for r in children if r.data.tags["rule"] == "stage1")
+        r.info.run_id for r in children if r.data.tags["rule"] == "stage1" and r.data.tags["task"] == SR)
     # a Stage-II-only variant is trained on the main run's Stage I model
     variant = next(r for r in children if r.data.tags["rule"] == "ablation_stage2"
                    and r.data.tags["wildcard.variant"] == "stage2_map")
@@ -91,7 +110,7 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     assert (variant.data.params["stage2.loss"], stage2.data.params["stage2.loss"]) == ("map", "forward_kl")
     history = client.get_metric_history(stage2.info.run_id, "val_nmse_db_expected")
     assert len(history) >= 2  # by step
-    evaluate = next(r for r in children if r.data.tags["rule"] == "evaluate")
+    evaluate = next(r for r in children if r.data.tags["rule"] == "evaluate" and r.data.tags["task"] == SR)
     steps = client.get_metric_history(evaluate.info.run_id, "nmse_db_per_step.lista")
     assert sorted(m.step for m in steps) == list(range(1, 7))
 
@@ -108,6 +127,12 @@ def test_nothing_changed_runs_nothing(rerun_dir):
     assert planned_jobs(rerun_dir) == set()
 
 
+def edit_config(work, task, section, **values):
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg[task][section].update(values)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
 def test_reordering_config_keys_runs_nothing(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
@@ -115,38 +140,54 @@ def test_reordering_config_keys_runs_nothing(rerun_dir):
 
 
 def test_stage2_setting_reruns_stage2_and_downstream(rerun_dir):
-    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
-    cfg["stage2"]["lr"] = 0.002
-    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    edit_config(rerun_dir, SR, "stage2", lr=0.002)
     # the variants are the main config plus their overrides: their Stage II re-trains too
-    assert planned_job_counts(rerun_dir) == {"stage2": 1, "finetune": 1, "evaluate": 1, "report": 1,
-                                             "ablation_stage2": 2, "ablation_evaluate": 2}
+    assert planned_task_jobs(rerun_dir) == {("stage2", SR): 1, ("finetune", SR): 1, ("evaluate", SR): 1,
+                                            ("report", "-"): 1, ("ablation_stage2", SR): 2,
+                                            ("ablation_evaluate", SR): 2}
+
+
+def test_denoising_section_change_reruns_only_denoising_jobs(rerun_dir):
+    edit_config(rerun_dir, DN, "stage2", lr=0.002)
+    jobs = planned_task_jobs(rerun_dir)
+    assert jobs == {("stage2", DN): 1, ("finetune", DN): 1, ("evaluate", DN): 1, ("report", "-"): 1}
+    edit_config(rerun_dir, DN, "data", patch_size=20)
+    jobs = planned_task_jobs(rerun_dir)
+    assert {task for _, task in jobs} == {DN, "-"}
+    assert {r for r, _ in jobs} == {"data", "classical", "baseline", "stage1", "stage2", "finetune", "matched",
+                                    "evaluate", "report"}
+
+
+def test_denoising_source_edit_reruns_only_denoising_jobs(rerun_dir):
+    with open(rerun_dir / "l2o/models/dncnn.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    jobs = planned_task_jobs(rerun_dir)
+    assert {task for _, task in jobs} == {DN, "-"}
+    assert ("data", DN) not in jobs and ("classical", DN) not in jobs and ("stage1", DN) in jobs
 
 
 def test_variant_override_change_reruns_only_that_variant(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
-    cfg["ablations"]["stage2_map"]["stage2"]["loss"] = "reverse_kl"
+    cfg[SR]["ablations"]["stage2_map"]["stage2"]["loss"] = "reverse_kl"
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert planned_job_counts(rerun_dir) == {"ablation_stage2": 1, "ablation_evaluate": 1, "report": 1}
 
 
 def test_new_variant_trains_only_what_it_overrides(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
-    cfg["ablations"]["sampled"] = {"stage1": {"loss": "sampled"}}
-    cfg["ablations"]["wide"] = {"policy": {"hidden": [32]}}
+    cfg[SR]["ablations"]["sampled"] = {"stage1": {"loss": "sampled"}}
+    cfg[SR]["ablations"]["wide"] = {"policy": {"hidden": [32]}}
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert planned_job_counts(rerun_dir) == {"ablation_stage1": 1, "ablation_stage2": 2, "ablation_evaluate": 2,
                                              "report": 1}
 
 
 def test_stage1_beta_leaves_the_matched_control_alone(rerun_dir):
-    cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
-    cfg["stage1"]["beta"] = 0.5
-    (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = planned_job_counts(rerun_dir)
-    assert "lista_matched" not in jobs and "baseline" not in jobs
+    edit_config(rerun_dir, SR, "stage1", beta=0.5)
+    jobs = planned_task_jobs(rerun_dir)
+    assert ("matched", SR) not in jobs and ("baseline", SR) not in jobs
     # beta_2 overrides beta: its Stages I and II stay; stage2_map sits on the main Stage I: re-trained
-    assert jobs["stage1"] == 1 and "ablation_stage1" not in jobs and jobs["ablation_stage2"] == 1
+    assert jobs[("stage1", SR)] == 1 and ("ablation_stage1", SR) not in jobs and jobs[("ablation_stage2", SR)] == 1
 
 
 def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
@@ -156,50 +197,60 @@ def test_stage2_source_edit_reruns_stage2_and_downstream(rerun_dir):
                                        "ablation_evaluate"}
 
 
-def test_evaluation_code_edit_leaves_the_classical_grid_alone(rerun_dir):
+def test_evaluation_code_edit_leaves_the_classical_baselines_alone(rerun_dir):
     with open(rerun_dir / "l2o/evaluate.py", "a") as fh:
         fh.write("\n# an edit\n")
     assert planned_jobs(rerun_dir) == {"evaluate", "ablation_evaluate", "report"}
 
 
 def test_report_code_edit_reruns_only_report(rerun_dir):
-    with open(rerun_dir / "l2o/report.py", "a") as fh:
-        fh.write("\n# an edit\n")
-    assert planned_jobs(rerun_dir) == {"report"}
+    for path in ("l2o/report/build.py", "l2o/tasks/denoising/report.py"):
+        with open(rerun_dir / path, "a") as fh:
+            fh.write("\n# an edit\n")
+        assert planned_jobs(rerun_dir) == {"report"}
 
 
 def test_disabling_finetune_drops_it(rerun_dir):
+    edit_config(rerun_dir, SR, "finetune", enabled=False)
+    jobs = planned_task_jobs(rerun_dir)
+    assert ("finetune", SR) not in jobs and ("stage2", SR) not in jobs and ("evaluate", SR) in jobs
+
+
+def test_leaving_out_a_task_runs_nothing_new(rerun_dir):
     cfg = yaml.safe_load((rerun_dir / "config.yaml").read_text())
-    cfg["finetune"]["enabled"] = False
+    cfg["tasks"] = [SR]
     (rerun_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(rerun_dir)
-    assert "finetune" not in jobs and "stage2" not in jobs and "evaluate" in jobs
+    assert planned_task_jobs(rerun_dir) == {("report", "-"): 1}
 
 
 @pytest.mark.parametrize(
     "patch, needle",
     [
-        ({"stage2": {"lrr": 0.1}}, "lrr"),  # unknown key
-        ({"model": {"T": "twenty"}}, "twenty"),  # wrong type
-        ({"model": {"T": 1}}, "T"),  # out of range
-        ({"stage1": {"beta": 0.0}}, "beta"),  # beta <= 0
-        ({"stage2": {"loss": "kl"}}, "loss"),  # unknown loss
+        ({SR: {"stage2": {"lrr": 0.1}}}, "lrr"),  # unknown key
+        ({SR: {"model": {"T": "twenty"}}}, "twenty"),  # wrong type
+        ({SR: {"model": {"T": 1}}}, "T"),  # out of range
+        ({SR: {"stage1": {"beta": 0.0}}}, "beta"),  # beta <= 0
+        ({SR: {"stage2": {"loss": "kl"}}}, "loss"),  # unknown loss
         ({"seeds": []}, "seeds"),
-        ({"ablations": {"x": {"stage2": {"los": "map"}}}}, "ablations.x.stage2: unknown key(s) ['los']"),
-        ({"ablations": {"x": {"stage1": {"beta": 0.28}}}}, "ablations.x changes nothing"),
-        ({"ablations": {"x": {"stage1": {"beta": -1.0}}}}, "ablations.x: the overridden config is invalid"),
-        ({"ablations": {"x": {"model": {"T": 5}}}}, "'model' was unexpected"),
-        ({"ablations": {"a/b": {"stage2": {"loss": "map"}}}}, "'a/b' does not match"),
+        ({"tasks": ["sparse_recovery", "denosing"]}, "unknown task 'denosing'"),
+        ({"denosing": {"model": {}}}, "unknown config section(s) ['denosing']"),
+        ({DN: {"data": {"train_sigmas": []}}}, "config section 'denoising' is invalid"),
+        ({DN: {"model": {"layers": 2}}}, "layers"),
+        ({DN: {"model": {"head": "conv3"}}}, "conv3"),
+        ({SR: {"ablations": {"x": {"stage2": {"los": "map"}}}}},
+         "sparse_recovery.ablations.x.stage2: unknown key(s) ['los']"),
+        ({SR: {"ablations": {"x": {"stage1": {"beta": 0.28}}}}}, "sparse_recovery.ablations.x changes nothing"),
+        ({SR: {"ablations": {"x": {"stage1": {"beta": -1.0}}}}},
+         "sparse_recovery.ablations.x: the overridden config is invalid"),
+        ({SR: {"ablations": {"x": {"model": {"T": 5}}}}}, "'model' was unexpected"),
+        ({SR: {"ablations": {"a/b": {"stage2": {"loss": "map"}}}}}, "'a/b' does not match"),
     ],
 )
 def test_schema_rejects_bad_config(tmp_path, patch, needle):
+    from workflow_helpers import merge
+
     work = copy_workflow(tmp_path)
-    cfg = yaml.safe_load((work / "config.yaml").read_text())
-    for section, values in patch.items():
-        if isinstance(values, dict):
-            cfg.setdefault(section, {}).update(values)
-        else:
-            cfg[section] = values
+    cfg = merge(yaml.safe_load((work / "config.yaml").read_text()), patch)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(work, "--dry-run", check=False)
     assert proc.returncode != 0

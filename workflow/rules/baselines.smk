@@ -1,16 +1,21 @@
+# The task's non-learned baselines (ISTA/FISTA grids; BM3D and a scikit-image denoiser), the
+# predictive model alone, and the matched-budget control.
+
+
 rule classical:
     input:
-        data="results/data/problem.npz",
-        code=stage_sources("classical"),
+        data=data_file(),
+        code=task_sources("classical"),
     output:
-        table="results/classical/metrics.csv",
-        info="results/classical/classical.json",
+        table="results/{task}/classical/metrics.csv",
+        info="results/{task}/classical/classical.json",
+        showcase="results/{task}/classical/showcase.npz",
     params:
-        classical=section("classical"),
+        classical=task_param("classical"),
     log:
-        "logs/classical.log",
+        "logs/{task}/classical.log",
     benchmark:
-        "benchmarks/classical.tsv"
+        "benchmarks/{task}/classical.tsv"
     threads: 2
     conda:
         ENV
@@ -20,17 +25,17 @@ rule classical:
 
 rule baseline:
     input:
-        data="results/data/problem.npz",
-        code=stage_sources("baseline"),
+        data=data_file(),
+        code=task_sources("baseline"),
     output:
         model=stage_model("baseline"),
     params:
-        model=section("model"),
-        baseline=section("baseline"),
+        model=task_param("model"),
+        baseline=task_param("baseline"),
     log:
-        "logs/seed{seed}/baseline.log",
+        "logs/{task}/seed{seed}/baseline.log",
     benchmark:
-        "benchmarks/seed{seed}/baseline.tsv"
+        "benchmarks/{task}/seed{seed}/baseline.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -40,22 +45,22 @@ rule baseline:
         "../scripts/baseline.py"
 
 
-rule lista_matched:
+rule matched:
     input:
         unpack(matched_inputs),
     output:
-        model=stage_model("lista_matched"),
+        model=stage_model("matched"),
     params:
-        model=section("model"),
-        matched=matched_section(),
+        model=task_param("model"),
+        matched=matched_section,
     log:
-        "logs/seed{seed}/lista_matched.log",
+        "logs/{task}/seed{seed}/matched.log",
     benchmark:
-        "benchmarks/seed{seed}/lista_matched.tsv"
+        "benchmarks/{task}/seed{seed}/matched.tsv"
     threads: 2
     resources:
         gpu=1,
     conda:
         ENV
     script:
-        "../scripts/lista_matched.py"
+        "../scripts/matched.py"

@@ -1,58 +1,116 @@
-# Helpers (no rules): config validation, per-stage parameters and sources,
+# Helpers (no rules): config validation, per-task and per-stage parameters and sources,
 # the list of final outputs, and the MLflow parent run of this invocation.
+# Nothing here imports torch: `snakemake` with nothing to do must start fast.
 import os
 from pathlib import Path
 
 from snakemake.utils import validate
+
+from l2o.tasks.registry import TASKS as REGISTERED, task_spec
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir)
 PKG = REPO / "l2o"
-SEEDS = [int(s) for s in config["seeds"]]
 ENV = "../../envs/l2o.yaml"
-ABLATIONS = sorted(config["ablations"])
-ABLATION_DIR = "results/seed{seed}/ablations/{variant}"
-OPTIM_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "val_every")
+TASK_NAMES = list(config["tasks"])
+OPTIM_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "val_every", "lr_milestones", "lr_gamma")
+ABLATION_DIR = "results/{task}/seed{seed}/ablations/{variant}"
+
+
+def check_tasks():
+    """Every listed task is registered and has a schema; every other top-level key is a task section."""
+    for name in TASK_NAMES:
+        if name not in REGISTERED:
+            raise ValueError(f"tasks: unknown task {name!r}; registered tasks: {sorted(REGISTERED)} "
+                             "(l2o/tasks/registry.py)")
+    known = {"tasks", "seeds", "tracking"} | set(REGISTERED)
+    unknown = sorted(set(config) - known)
+    if {"problem", "model", "stage1"} & set(unknown):
+        raise ValueError(f"config sections {unknown} are in the old flat layout: put each task's sections under "
+                         "its name (sparse_recovery: {data: ..., model: ..., stage1: ...}; 'problem' is now 'data'), "
+                         "as config.yaml does")
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; top-level keys are tasks, seeds, tracking "
+                         f"and the section of a registered task ({sorted(REGISTERED)})")
+
+
+def validate_task_section(name, section):
+    """Check a task's section against workflow/schemas/tasks/<name>.schema.yaml and fill its defaults."""
+    schema = Path(workflow.basedir) / "workflow" / "schemas" / "tasks" / f"{name}.schema.yaml"
+    if not schema.is_file():
+        raise ValueError(f"task {name!r} has no config schema {schema} (every task needs one)")
+    try:
+        validate(section, schema=str(schema))
+    except Exception as err:
+        raise ValueError(f"config section {name!r} is invalid: {err}") from None
+
+
+check_tasks()
+for _name in TASK_NAMES:
+    config.setdefault(_name, {})
+    validate_task_section(_name, config[_name])
 
 
 wildcard_constraints:
+    task="|".join(TASK_NAMES) or "-",
     seed=r"\d+",
     variant=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-# l2o source files each stage depends on: an edit re-runs that stage (and what follows), nothing else.
-STAGE_SOURCES = {
-    "data": ["tasks/sparse_recovery/data.py", "io.py"],
-    "classical": ["algorithms/ista.py", "algorithms/grid_search.py", "classical.py", "metrics.py"],
-    "baseline": ["train/baseline.py", "train/loop.py", "train/common.py", "models/lista.py",
-                 "models/lista_fused.py", "tasks/sparse_recovery/task.py", "checkpoints.py"],
-    "stage1": ["train/stage1.py", "train/loop.py", "train/common.py", "models/lista.py",
-               "models/lista_fused.py", "stopping/objectives.py", "stopping/oracle.py", "tasks/sparse_recovery/task.py",
-               "checkpoints.py"],
-    "stage2": ["train/stage2.py", "train/loop.py", "train/common.py", "models/stop_policy.py",
-               "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
-               "stopping/oracle.py", "checkpoints.py"],
-    "finetune": ["train/finetune.py", "train/joint.py", "train/loop.py", "train/common.py",
-                 "stopping/objectives.py", "stopping/distribution.py", "checkpoints.py"],
-    "aevb": ["train/aevb.py", "train/joint.py", "train/loop.py", "train/common.py",
-             "stopping/objectives.py", "stopping/distribution.py", "models/stop_policy.py",
-             "models/lista.py", "models/lista_fused.py", "checkpoints.py"],
-    "lista_matched": ["train/matched.py", "train/baseline.py", "train/loop.py", "train/common.py",
-                      "models/lista.py", "models/lista_fused.py", "tasks/sparse_recovery/task.py",
-                      "checkpoints.py"],
+# --- sources: an edit to a file re-runs the stages that run it, nothing else -------------
+GENERIC_SOURCES = {
+    "data": ["io.py"],
+    "classical": ["io.py", "metrics.py"],
+    "baseline": ["train/baseline.py"],
+    "stage1": ["train/stage1.py", "stopping/objectives.py", "stopping/oracle.py"],
+    "stage2": ["train/stage2.py", "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
+               "stopping/oracle.py"],
+    "finetune": ["train/finetune.py", "train/joint.py", "stopping/objectives.py", "stopping/distribution.py"],
+    "aevb": ["train/aevb.py", "train/joint.py", "stopping/candidates.py", "stopping/objectives.py",
+             "stopping/distribution.py"],
+    "matched": ["train/matched.py", "train/baseline.py"],
     "evaluate": ["evaluate.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
-    "report": ["report.py"],
+    "report": ["report/build.py", "report/results.py", "report/stats.py", "report/skeptic.py",
+               "report/ablations.py", "report/plots.py", "report/sections.py", "report/render.py"],
 }
+# what every stage that builds or runs a model uses, besides its own files
+MODEL_STAGES = ("baseline", "stage1", "stage2", "finetune", "aevb", "matched", "evaluate")
+MODEL_SOURCES = ["train/loop.py", "train/common.py", "checkpoints.py", "tasks/base.py", "tasks/registry.py",
+                 "models/step_model.py", "config.py"]
+TASK_ROLE = {"data": "data", "classical": "classical", "evaluate": "evaluate", "report": "report"}
 
 
-def stage_sources(stage):
-    """The l2o source files of a stage (declared as inputs, so edits trigger reruns)."""
-    # relative to the working directory, so a moved or copied run dir keeps the same input set
-    return [os.path.relpath(PKG / f) for f in STAGE_SOURCES[stage]]
+def stage_files(task, stage):
+    """The l2o source files (relative to l2o/) a stage of a task depends on."""
+    spec = task_spec(task)
+    files = list(GENERIC_SOURCES[stage])
+    if stage in MODEL_STAGES:
+        files += MODEL_SOURCES + list(spec.sources.get("model", ()))
+    if stage in TASK_ROLE:
+        files += list(spec.sources.get(TASK_ROLE[stage], ()))
+    return sorted(set(files))
 
 
+def task_sources(stage):
+    """Input function: the stage's source files for the job's task (declared as inputs, so edits
+    trigger reruns), relative to the working directory so a moved run dir keeps the same inputs."""
+
+    def sources(wildcards):
+        return [os.path.relpath(PKG / f) for f in stage_files(wildcards.task, stage)]
+
+    return sources
+
+
+def report_sources():
+    files = set()
+    for name in TASK_NAMES:
+        files.update(stage_files(name, "report"))
+    return [os.path.relpath(PKG / f) for f in sorted(files)]
+
+
+# --- config sections as params -------------------------------------------------
 def canonical(value):
     """Plain dicts with sorted keys, recursively: params are compared by repr, so the
     order of keys in a config file must not trigger a re-run."""
@@ -63,100 +121,153 @@ def canonical(value):
     return value
 
 
-def section(name):
-    """A config section as a plain dict: the stage's params (tracked by repr for reruns)."""
-    return canonical(config[name])
+def task_config(task):
+    return config[task]
 
 
-def is_activated(name):
-    return bool(config[name]["enabled"])
+def task_param(name):
+    """Params function: config section ``name`` of the job's task, as a plain dict."""
+
+    def param(wildcards):
+        return canonical(task_config(wildcards.task)[name])
+
+    return param
 
 
-def stage_model(stage, seed="{seed}"):
-    return f"results/seed{seed}/{stage}/model.pt"
+def task_seeds(task):
+    return [int(s) for s in task_config(task).get("seeds", config["seeds"])]
+
+
+def is_activated(task, name):
+    return bool(task_config(task)[name]["enabled"])
+
+
+def data_file(task="{task}"):
+    return f"results/{task}/data/data.npz"
+
+
+def data_meta(task="{task}"):
+    return f"results/{task}/data/data.json"
+
+
+def stage_model(stage, task="{task}", seed="{seed}"):
+    return f"results/{task}/seed{seed}/{stage}/model.pt"
 
 
 def stage1_inputs(wildcards):
     """Stage I's inputs (the main run's, or an ablation variant's: its own stage1.init)."""
-    inputs = {"data": "results/data/problem.npz", "code": stage_sources("stage1")}
-    stage1 = config["stage1"]
+    inputs = {"data": data_file(wildcards.task), "code": task_sources("stage1")(wildcards)}
+    stage1 = task_config(wildcards.task)["stage1"]
     if "variant" in wildcards.keys():
-        stage1 = {**stage1, **config["ablations"][wildcards.variant].get("stage1", {})}
+        stage1 = {**stage1, **task_config(wildcards.task)["ablations"][wildcards.variant].get("stage1", {})}
     if stage1["init"] == "baseline":
-        inputs["init"] = stage_model("baseline", wildcards.seed)
+        inputs["init"] = stage_model("baseline", wildcards.task, wildcards.seed)
     return inputs
 
 
 def matched_inputs(wildcards):
-    inputs = {"data": "results/data/problem.npz", "code": stage_sources("lista_matched")}
-    if config["stage1"]["init"] == "baseline":
-        inputs["init"] = stage_model("baseline", wildcards.seed)
+    inputs = {"data": data_file(wildcards.task), "code": task_sources("matched")(wildcards)}
+    if task_config(wildcards.task)["stage1"]["init"] == "baseline":
+        inputs["init"] = stage_model("baseline", wildcards.task, wildcards.seed)
     return inputs
 
 
-def matched_section():
-    """The matched-budget LISTA's settings: Stage I's optimiser, budget and init, the baseline's
+def matched_section(wildcards):
+    """The matched-budget control's settings: Stage I's optimiser, budget and init, the baseline's
     gamma (l2o.train.matched.matched_settings; computed here so parsing never imports torch)."""
-    stage1 = config["stage1"]
-    settings = {k: stage1[k] for k in OPTIM_KEYS}
-    settings.update(gamma=config["baseline"]["gamma"], init=stage1["init"])
+    cfg = task_config(wildcards.task)
+    settings = {k: cfg["stage1"][k] for k in OPTIM_KEYS}
+    settings.update(gamma=cfg["baseline"]["gamma"], init=cfg["stage1"]["init"])
     return canonical(settings)
 
 
 def evaluation_inputs(wildcards):
-    models = {"lista": stage_model("baseline", wildcards.seed),
-              "lista_stop": stage_model("stage2", wildcards.seed)}
-    if is_activated("matched_lista"):
-        models["lista_matched"] = stage_model("lista_matched", wildcards.seed)
-    if is_activated("finetune"):
-        models["lista_stop_ft"] = stage_model("finetune", wildcards.seed)
-    if is_activated("aevb"):
-        models["aevb"] = stage_model("aevb", wildcards.seed)
+    """The job's models by role (l2o.evaluate.ROLES)."""
+    task, seed = wildcards.task, wildcards.seed
+    models = {"baseline": stage_model("baseline", task, seed), "stop": stage_model("stage2", task, seed)}
+    if is_activated(task, "matched"):
+        models["matched"] = stage_model("matched", task, seed)
+    if is_activated(task, "finetune"):
+        models["stop_ft"] = stage_model("finetune", task, seed)
+    if is_activated(task, "aevb"):
+        models["aevb"] = stage_model("aevb", task, seed)
     return models
 
 
-# --- ablations: named variants of the stopping pipeline -------------------------------
-def check_ablations():
-    """Fail at parse time, naming the variant and key, on overrides that are unknown, badly
-    typed (the schema, applied to the merged config) or that change nothing."""
-    for name, variant in config["ablations"].items():
-        merged = {**config, "ablations": {}}
+# --- ablations: named variants of the stopping pipeline, per task -------------------------
+def check_ablations(task):
+    """Fail at parse time, naming the task, variant and key, on overrides that are unknown, badly
+    typed (the task's schema, applied to the merged section) or that change nothing."""
+    section = task_config(task)
+    for name, variant in section["ablations"].items():
+        merged = {**section, "ablations": {}}
         for section_name, overrides in variant.items():
-            unknown = sorted(set(overrides) - set(config[section_name]))
+            unknown = sorted(set(overrides) - set(section[section_name]))
             if unknown:
-                raise ValueError(f"ablations.{name}.{section_name}: unknown key(s) {unknown}; "
-                                 f"config section {section_name!r} has {sorted(config[section_name])}")
-            merged[section_name] = {**config[section_name], **overrides}
-        if all(merged[s] == config[s] for s in variant):
-            raise ValueError(f"ablations.{name} changes nothing: each override equals the main config")
+                raise ValueError(f"{task}.ablations.{name}.{section_name}: unknown key(s) {unknown}; "
+                                 f"section {section_name!r} has {sorted(section[section_name])}")
+            merged[section_name] = {**section[section_name], **overrides}
+        if all(merged[s] == section[s] for s in variant):
+            raise ValueError(f"{task}.ablations.{name} changes nothing: each override equals the main config")
         try:
-            validate(merged, schema="../schemas/config.schema.yaml")
+            validate_task_section(task, merged)
         except Exception as err:
-            raise ValueError(f"ablations.{name}: the overridden config is invalid: {err}") from None
+            raise ValueError(f"{task}.ablations.{name}: the overridden config is invalid: {err}") from None
 
 
-check_ablations()
+for _name in TASK_NAMES:
+    check_ablations(_name)
 
 
-def ablation_section(variant, name):
-    """Config section ``name`` with variant's overrides applied (a stage's params)."""
-    return canonical({**config[name], **config["ablations"][variant].get(name, {})})
+def ablation_section(name):
+    """Params function: section ``name`` with the variant's overrides applied."""
+
+    def param(wildcards):
+        section = task_config(wildcards.task)
+        return canonical({**section[name], **section["ablations"][wildcards.variant].get(name, {})})
+
+    return param
 
 
 def ablation_stage1_model(wildcards):
     """The variant's own Stage I model if it overrides stage1, else the main run's."""
-    if "stage1" in config["ablations"][wildcards.variant]:
-        return f"{ABLATION_DIR}/stage1/model.pt".format(seed=wildcards.seed, variant=wildcards.variant)
-    return stage_model("stage1", wildcards.seed)
+    if "stage1" in task_config(wildcards.task)["ablations"][wildcards.variant]:
+        return f"{ABLATION_DIR}/stage1/model.pt".format(**dict(wildcards.items()))
+    return stage_model("stage1", wildcards.task, wildcards.seed)
 
 
-def ablation_outputs():
-    return expand(f"{ABLATION_DIR}/evaluation/metrics.csv", seed=SEEDS, variant=ABLATIONS)
+def ablation_tables(task):
+    variants = sorted(task_config(task)["ablations"])
+    return expand(f"{ABLATION_DIR}/evaluation/metrics.csv", task=task, seed=task_seeds(task), variant=variants)
+
+
+# --- the report ---------------------------------------------------------------------
+def report_inputs(wildcards):
+    """Every task's files, named ``<task>__<kind>`` (the report script regroups them)."""
+    inputs = {}
+    for task in TASK_NAMES:
+        seeds = task_seeds(task)
+        inputs[f"{task}__tables"] = expand("results/{task}/seed{seed}/evaluation/metrics.csv", task=task, seed=seeds)
+        inputs[f"{task}__curves"] = expand("results/{task}/seed{seed}/evaluation/curves.json", task=task, seed=seeds)
+        inputs[f"{task}__showcase"] = expand("results/{task}/seed{seed}/evaluation/showcase.npz", task=task,
+                                             seed=seeds)
+        inputs[f"{task}__data_meta"] = data_meta(task)
+        inputs[f"{task}__ablation_tables"] = ablation_tables(task)
+        if task_spec(task).has_classical:
+            inputs[f"{task}__classical"] = f"results/{task}/classical/metrics.csv"
+            inputs[f"{task}__classical_info"] = f"results/{task}/classical/classical.json"
+            inputs[f"{task}__classical_showcase"] = f"results/{task}/classical/showcase.npz"
+    return inputs
 
 
 def report_config():
-    """What the report shows of the config (all but tracking, which never re-runs anything)."""
-    return canonical({k: v for k, v in config.items() if k != "tracking"})
+    """What the report shows of the config (the tasks run and their sections; not tracking,
+    which never re-runs anything)."""
+    return canonical({"tasks": TASK_NAMES, "seeds": config["seeds"], **{t: task_config(t) for t in TASK_NAMES}})
+
+
+def classical_tasks():
+    return [t for t in TASK_NAMES if task_spec(t).has_classical]
 
 
 def final_outputs():
@@ -170,7 +281,8 @@ onstart:
         run_id = start_parent_run(
             config["tracking"]["experiment"],
             run_name="snakemake",
-            tags={"config_hash": config_hash(report_config()), "workdir": str(Path.cwd())},
+            tags={"config_hash": config_hash(report_config()), "workdir": str(Path.cwd()),
+                  "tasks": ",".join(TASK_NAMES)},
         )
         print(f"MLflow parent run {run_id}")
 

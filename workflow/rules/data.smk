@@ -1,15 +1,15 @@
 rule data:
     input:
-        code=stage_sources("data"),
+        code=task_sources("data"),
     output:
-        problem="results/data/problem.npz",
-        meta="results/data/problem.json",
+        data=data_file(),
+        meta=data_meta(),
     params:
-        problem=section("problem"),
+        data=task_param("data"),
     log:
-        "logs/data.log",
+        "logs/{task}/data.log",
     benchmark:
-        "benchmarks/data.tsv"
+        "benchmarks/{task}/data.tsv"
     threads: 1
     conda:
         ENV

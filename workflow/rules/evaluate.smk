@@ -1,17 +1,18 @@
 rule evaluate:
     input:
         unpack(evaluation_inputs),
-        data="results/data/problem.npz",
-        code=stage_sources("evaluate"),
+        data=data_file(),
+        code=task_sources("evaluate"),
     output:
-        table="results/seed{seed}/evaluation/metrics.csv",
-        curves="results/seed{seed}/evaluation/curves.json",
+        table="results/{task}/seed{seed}/evaluation/metrics.csv",
+        curves="results/{task}/seed{seed}/evaluation/curves.json",
+        showcase="results/{task}/seed{seed}/evaluation/showcase.npz",
     params:
-        evaluate=section("evaluate"),
+        evaluate=task_param("evaluate"),
     log:
-        "logs/seed{seed}/evaluate.log",
+        "logs/{task}/seed{seed}/evaluate.log",
     benchmark:
-        "benchmarks/seed{seed}/evaluate.tsv"
+        "benchmarks/{task}/seed{seed}/evaluate.tsv"
     threads: 2
     conda:
         ENV

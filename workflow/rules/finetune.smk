@@ -1,16 +1,16 @@
 rule finetune:
     input:
-        data="results/data/problem.npz",
+        data=data_file(),
         model=stage_model("stage2"),
-        code=stage_sources("finetune"),
+        code=task_sources("finetune"),
     output:
         model=stage_model("finetune"),
     params:
-        finetune=section("finetune"),
+        finetune=task_param("finetune"),
     log:
-        "logs/seed{seed}/finetune.log",
+        "logs/{task}/seed{seed}/finetune.log",
     benchmark:
-        "benchmarks/seed{seed}/finetune.tsv"
+        "benchmarks/{task}/seed{seed}/finetune.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -22,18 +22,18 @@ rule finetune:
 
 rule aevb:
     input:
-        data="results/data/problem.npz",
-        code=stage_sources("aevb"),
+        data=data_file(),
+        code=task_sources("aevb"),
     output:
         model=stage_model("aevb"),
     params:
-        model=section("model"),
-        policy=section("policy"),
-        aevb=section("aevb"),
+        model=task_param("model"),
+        policy=task_param("policy"),
+        aevb=task_param("aevb"),
     log:
-        "logs/seed{seed}/aevb.log",
+        "logs/{task}/seed{seed}/aevb.log",
     benchmark:
-        "benchmarks/seed{seed}/aevb.tsv"
+        "benchmarks/{task}/seed{seed}/aevb.tsv"
     threads: 2
     resources:
         gpu=1,

@@ -1,12 +1,7 @@
 rule report:
     input:
-        tables=expand("results/seed{seed}/evaluation/metrics.csv", seed=SEEDS),
-        curves=expand("results/seed{seed}/evaluation/curves.json", seed=SEEDS),
-        ablation_tables=ablation_outputs(),
-        classical="results/classical/metrics.csv",
-        classical_info="results/classical/classical.json",
-        problem_meta="results/data/problem.json",
-        code=stage_sources("report"),
+        unpack(report_inputs),
+        code=report_sources(),
     output:
         summary=report("results/summary.csv", caption="../report/summary.rst", category="Results"),
         markdown="results/report.md",

@@ -4,12 +4,12 @@ rule stage1:
     output:
         model=stage_model("stage1"),
     params:
-        model=section("model"),
-        stage1=section("stage1"),
+        model=task_param("model"),
+        stage1=task_param("stage1"),
     log:
-        "logs/seed{seed}/stage1.log",
+        "logs/{task}/seed{seed}/stage1.log",
     benchmark:
-        "benchmarks/seed{seed}/stage1.tsv"
+        "benchmarks/{task}/seed{seed}/stage1.tsv"
     threads: 2
     resources:
         gpu=1,

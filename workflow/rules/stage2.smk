@@ -1,17 +1,17 @@
 rule stage2:
     input:
-        data="results/data/problem.npz",
+        data=data_file(),
         model=stage_model("stage1"),
-        code=stage_sources("stage2"),
+        code=task_sources("stage2"),
     output:
         model=stage_model("stage2"),
     params:
-        policy=section("policy"),
-        stage2=section("stage2"),
+        policy=task_param("policy"),
+        stage2=task_param("stage2"),
     log:
-        "logs/seed{seed}/stage2.log",
+        "logs/{task}/seed{seed}/stage2.log",
     benchmark:
-        "benchmarks/seed{seed}/stage2.tsv"
+        "benchmarks/{task}/seed{seed}/stage2.tsv"
     threads: 2
     resources:
         gpu=1,

@@ -5,5 +5,5 @@ from l2o.train import aevb
 
 with snakemake_job(snakemake) as job:
     summary = aevb.run(data=Path(snakemake.input.data), out=Path(snakemake.output.model),
-                       seed=job.seed, tracker=job.tracker, **job.params)
+                       task=job.task, seed=job.seed, tracker=job.tracker, **job.params)
     job.tracker.log_metrics(summary)

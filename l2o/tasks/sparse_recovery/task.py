@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from l2o.models.lista import LISTA, LISTAConfig
-from l2o.models.stop_policy import StopPolicy
+from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.tasks.base import StoppingTask
+from l2o.tasks.sparse_recovery import SPEC
+from l2o.tasks.sparse_recovery.data import ProblemConfig, load_problem, write_problem
+from l2o.config import take_fields
+
+EVAL_CHUNK = 1000  # examples per batch of a fixed set
+
+
+@dataclass
+class _PolicySection:
+    """Config section ``policy`` of this task (``candidate_threshold`` is the stages')."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 16])
+
+
+def condition_name(snr: float) -> str:
+    """``snr20`` for an SNR of 20 dB."""
+    return f"snr{int(round(float(snr)))}"
 
 
 class SparseRecoveryTask(StoppingTask):
@@ -17,10 +38,14 @@ class SparseRecoveryTask(StoppingTask):
     Batches hold ``y`` (B, m), ``x`` (B, n) (the label ``x*``) and ``snr`` (B,).
     The per-step loss is the summed squared error ``||x_t - x*||^2`` (the
     oracle's beta is set on this scale). Policy features are
-    ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` (2m + n + 2 values).
+    ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` (2m + n + 2 values). The metric is the
+    paper's NMSE in dB (ratio of means), per SNR block and mixed.
     """
 
-    name = "sparse_recovery"
+    name = SPEC.name
+    model_label = SPEC.model_label
+    metric = "nmse_db"
+    higher_is_better = False
 
     def __init__(
         self,
@@ -28,33 +53,85 @@ class SparseRecoveryTask(StoppingTask):
         snr_db: list[float],
         sparsity: float,
         train_set: dict[str, Tensor] | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+        data_hash: str = "",
+        device: str = "cpu",
     ):
-        self.A = A  # (m, n)
+        self.A = A.to(device)  # (m, n)
         self.m, self.n = A.shape
         self.snr_db = torch.as_tensor(snr_db, dtype=torch.float32)
         self.sparsity = float(sparsity)
         self.train_set = train_set
+        self.arrays = arrays or {}
+        self.data_hash = data_hash
+        self.device = str(device)
+
+    # -- data ------------------------------------------------------------------
+    @classmethod
+    def prepare_data(cls, data: dict, out: Path) -> dict:
+        return write_problem(take_fields(ProblemConfig, data, "config section 'data'"), out)
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], snr_db, sparsity, device="cpu"):
-        A = torch.from_numpy(arrays["A"]).to(device)
+    def load(cls, data: Path, device: str = "cpu") -> "SparseRecoveryTask":
+        arrays, data_hash = load_problem(data)
+        return cls.from_arrays(arrays, data_hash=data_hash, device=device)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], snr_db=None, sparsity=None, device="cpu", data_hash=""):
+        A = torch.from_numpy(arrays["A"])
         train = None
         if "train_y" in arrays:
-            train = {
-                "y": torch.from_numpy(arrays["train_y"]),
-                "x": torch.from_numpy(arrays["train_x"]),
-                "snr": torch.from_numpy(arrays["train_snr"]),
-            }
-        return cls(A, snr_db, sparsity, train)
+            train = {k: torch.from_numpy(arrays[f"train_{k}"]) for k in ("y", "x", "snr")}
+        snr_db = arrays["meta_snr_db"].tolist() if snr_db is None else snr_db
+        sparsity = float(arrays["meta_sparsity"]) if sparsity is None else sparsity
+        return cls(A, snr_db, sparsity, train, arrays=arrays, data_hash=data_hash, device=device)
 
     def to(self, device) -> "SparseRecoveryTask":
         self.A = self.A.to(device)
+        self.device = str(device)
         return self
 
-    # -- model ---------------------------------------------------------------
-    def build_model(self, model_config: dict) -> LISTA:
-        cfg = LISTAConfig(m=self.m, n=self.n, **model_config)
-        return LISTA(cfg, self.A.cpu()).to(self.A.device)
+    def split(self, name: str) -> dict[str, Tensor]:
+        """A whole fixed set (``val``, ``test``, ``extra``) as one batch on the device."""
+        if f"{name}_y" not in self.arrays:
+            raise KeyError(f"the problem file has no {name!r} set")
+        return {k: torch.from_numpy(self.arrays[f"{name}_{k}"]).to(self.device) for k in ("y", "x", "snr")}
+
+    def eval_batches(self, split: str) -> Iterator[dict[str, Tensor]]:
+        batch = self.split(split)
+        N = len(batch["y"])
+        for i in range(0, N, EVAL_CHUNK):
+            yield {k: v[i:i + EVAL_CHUNK] for k, v in batch.items()}
+
+    def inputs_batches(self, array: np.ndarray, where: str = "inputs") -> Iterator[dict[str, Tensor]]:
+        """Batches ``{"y"}`` from measurements (N, m) (``l2o predict --inputs``)."""
+        if array.ndim != 2 or array.shape[1] != self.m:
+            raise ValueError(f"{where} has shape {tuple(array.shape)}, expected (N, {self.m})")
+        y = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        for i in range(0, len(y), EVAL_CHUNK):
+            yield {"y": y[i:i + EVAL_CHUNK].to(self.device)}
+
+    def eval_splits(self) -> dict[str, bool]:
+        """``test`` (SNR blocks and mixed) and, when generated, ``extra`` (unseen SNR levels)."""
+        return {"test": True, **({"extra": False} if "extra_y" in self.arrays else {})}
+
+    # -- model and policy ----------------------------------------------------------
+    def model_args(self, model: dict) -> dict:
+        return asdict(take_fields(LISTAConfig, {**model, "m": self.m, "n": self.n}, "config section 'model'"))
+
+    def build_model(self, model_args: dict) -> LISTA:
+        """LISTA at its ISTA initialisation; ``m`` and ``n`` default to the problem's."""
+        cfg = take_fields(LISTAConfig, {"m": self.m, "n": self.n, **model_args}, "model arguments")
+        if (cfg.m, cfg.n) != (self.m, self.n):
+            raise ValueError(f"model arguments are for A of {cfg.m}x{cfg.n}, the problem has {self.m}x{self.n}")
+        return LISTA(cfg, self.A.cpu()).to(self.device)
+
+    def policy_args(self, policy: dict) -> dict:
+        section = take_fields(_PolicySection, policy, "config section 'policy'")
+        return asdict(StopPolicyConfig(self.policy_in_features(), list(section.hidden)))
+
+    def build_policy(self, policy_args: dict) -> StopPolicy:
+        return StopPolicy(take_fields(StopPolicyConfig, policy_args, "policy arguments")).to(self.device)
 
     def model_inputs(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["y"]
@@ -63,6 +140,32 @@ class SparseRecoveryTask(StoppingTask):
     def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Summed squared error per step: states (K, B, n) -> (B, K)."""
         return squared_error(states, batch["x"]).T
+
+    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+        """``se`` = ``||x_t - x*||^2`` and ``energy`` = ``||x*||^2`` (repeated per step), each (B, K)."""
+        se = self.step_losses(states, batch)
+        return {"se": se, "energy": batch["x"].pow(2).sum(dim=1, keepdim=True).expand_as(se)}
+
+    def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
+        """NMSE (dB), ratio of means: ``10 log10(mean ||x - x*||^2 / mean ||x*||^2)``.
+
+        With ``weights`` the squared errors are averaged with them and the energy
+        without (the paper's Fig. 4 q-weighted curve).
+
+        >>> SparseRecoveryTask.summarise(None, {"se": np.array([1.0, 3.0]), "energy": np.array([10.0, 30.0])})
+        {'nmse_db': -10.0}
+        """
+        se = np.asarray(components["se"], dtype=np.float64)
+        energy = np.asarray(components["energy"], dtype=np.float64).mean()
+        if weights is None:
+            mean_se = se.mean()
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            mean_se = (w * se).sum() / max(w.sum(), 1e-300)
+        return {"nmse_db": float(10.0 * np.log10(mean_se / energy)) if mean_se > 0 else float("-inf")}
+
+    def conditions(self, batch: dict[str, Tensor]) -> np.ndarray:
+        return np.array([condition_name(s) for s in batch["snr"].tolist()])
 
     def policy_in_features(self) -> int:
         return 2 * self.m + self.n + 2

@@ -1,4 +1,5 @@
-"""Report arithmetic: seed aggregation, paired differences and the ablation table."""
+"""Report arithmetic: seed aggregation, paired differences, the gain rows, the ablation table,
+the matched-control findings and the sparse-recovery classical findings."""
 
 from __future__ import annotations
 
@@ -7,16 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from l2o.report import (
-    ablation_findings,
-    ablation_rows,
-    ablation_stats,
-    ablation_table,
-    aggregate,
-    mean_ci,
-    paired_difference,
-    seed_values,
-)
+from l2o.report.ablations import ablation_findings, ablation_stats, ablation_table
+from l2o.report.results import TaskResults, ablation_rows
+from l2o.report.stats import MIN_POSSIBLE_GAIN, aggregate, gain_rows, mean_ci, paired_difference, seed_values
+from l2o.tasks.sparse_recovery import SPEC
 
 CONFIG = {"stage1": {"loss": "full", "beta": 0.28}, "stage2": {"loss": "forward_kl"}}
 
@@ -53,7 +48,7 @@ def test_paired_difference_uses_common_seeds_only():
 
 def test_ablation_rows_keep_only_the_stopping_model_renamed():
     t = pd.concat([seed_table(0, "lista_stop", -20.0), seed_table(0, "lista_fixed_depth", -18.0)])
-    rows = ablation_rows("beta_1", t)
+    rows = ablation_rows("beta_1", t, "lista_stop")
     assert set(rows.method) == {"ablation/beta_1"}
     assert len(rows) == len(seed_table(0, "lista_stop", -20.0))
 
@@ -91,7 +86,7 @@ def test_single_seed_findings_say_there_is_no_ci():
 
 
 def test_classical_findings_name_the_stronger_setting():
-    from l2o.report import classical_findings
+    from l2o.tasks.sparse_recovery.report import classical_findings
 
     summary = pd.DataFrame([
         {"method": m, "condition": "mixed", "metric": "nmse_db", "value": v, "ci95": float("nan")}
@@ -106,13 +101,41 @@ def test_classical_findings_name_the_stronger_setting():
     ]
 
 
+def results_of(tables: list[pd.DataFrame]) -> TaskResults:
+    curves = [{"metric": "nmse_db", "higher_is_better": False}]
+    return TaskResults(SPEC, CONFIG, tables, curves, aggregate(tables), {}, None, [], {}, {}, None, None)
+
+
 def test_matched_findings_are_paired_over_seeds():
-    from l2o.report import matched_findings
+    from l2o.report.skeptic import matched_findings
 
     tables = [pd.concat([seed_table(s, "lista_stop", v, last=v + 0.5),
                          seed_table(s, "lista_matched", v + 1.0 + 0.1 * s)])
               for s, v in enumerate([-20.0, -21.0, -22.0])]
-    last, stop = matched_findings(tables)
+    last, stop = matched_findings(results_of(tables))
     assert "at its last step vs the matched LISTA: -0.60 dB" in last and last.endswith(": better.")
     assert "with its learned stop vs the matched LISTA: -1.10 dB" in stop
-    assert matched_findings([seed_table(0, "lista_stop", -20.0)]) == []
+    assert matched_findings(results_of([seed_table(0, "lista_stop", -20.0)])) == []
+
+
+def test_gain_rows_give_no_share_of_a_gain_below_the_floor():
+    """-2578 % from a 0.11 dB oracle gain was printed once; a share needs a real denominator."""
+    small = seed_table(0, "lista_stop", -10.0, last=-10.0 - 0.0, oracle=-10.11)
+    small.loc[small.metric == "nmse_db", "value"] = -7.2  # the policy loses 2.8 dB
+    rows = gain_rows(small, ["lista_stop"], "nmse_db", higher_is_better=False).set_index(["condition", "metric"])
+    assert rows.loc[("mixed", "gain_possible"), "value"] == pytest.approx(0.11)
+    assert rows.loc[("mixed", "gain_captured"), "value"] == pytest.approx(-2.8)
+    assert math.isnan(rows.loc[("mixed", "gain_captured_pct"), "value"])
+    big = seed_table(0, "lista_stop", -10.5, last=-10.0, oracle=-11.0)
+    rows = gain_rows(big, ["lista_stop"], "nmse_db", higher_is_better=False).set_index(["condition", "metric"])
+    assert rows.loc[("mixed", "gain_possible"), "value"] == pytest.approx(1.0)
+    assert MIN_POSSIBLE_GAIN <= 1.0
+    assert rows.loc[("mixed", "gain_captured_pct"), "value"] == pytest.approx(50.0)
+
+
+def test_gain_rows_follow_the_metric_direction():
+    """For PSNR (higher is better) a gain is an increase."""
+    t = pd.DataFrame([{"task": "denoising", "method": "dncnn_stop", "condition": "mixed", "metric": m, "value": v,
+                       "seed": 0} for m, v in [("psnr", 27.0), ("psnr_last", 26.0), ("psnr_oracle", 28.0)]])
+    rows = gain_rows(t, ["dncnn_stop"], "psnr", higher_is_better=True).set_index("metric")
+    assert rows.loc["gain_possible", "value"] == 2.0 and rows.loc["gain_captured_pct", "value"] == 50.0

@@ -14,35 +14,39 @@ import numpy as np
 import pandas as pd
 
 from l2o.algorithms.grid_search import ClassicalConfig, per_step_errors, search
-from l2o.io import write_json_atomic
-from l2o.metrics import db_of, metric_rows, nmse_by_condition, write_table
-from l2o.train.common import load_context
-from l2o.train.loop import take_fields
+from l2o.config import take_fields
+from l2o.io import atomic_path, write_json_atomic
+from l2o.metrics import by_condition, condition_rows, db_of, metric_rows, write_table
+
+TASK = "sparse_recovery"
 
 
-def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dict, device=None) -> pd.DataFrame:
-    """Tune ISTA/FISTA on validation per budget, evaluate chosen and paper settings on test."""
+def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dict, device=None,
+                  out_showcase: Path | None = None) -> pd.DataFrame:
+    """Tune ISTA/FISTA on validation per budget, evaluate chosen and paper settings on test.
+
+    (``out_showcase``, arrays for the report, is written empty: this task shows none.)"""
+    from l2o.tasks.registry import load_task
+
     cfg = take_fields(ClassicalConfig, classical, "config section 'classical'")
-    ctx = load_context(data, device)
-    A = ctx.task.A
+    task = load_task(TASK, data, device)
+    A = task.A
     t0 = time.perf_counter()
-    chosen, grid = search(A, ctx.split("val"), cfg)
+    chosen, grid = search(A, task.split("val"), cfg)
     search_seconds = time.perf_counter() - t0
-    sets = {"test": ctx.split("test")}
-    if "extra_y" in ctx.arrays:
-        sets["extra"] = ctx.split("extra")
     rows, curves = [], {}
     settings = {name: ("tuned", *lr) for name, lr in chosen.items()}
     settings.update({f"{k}_paper": ("paper", *v) for k, v in cfg.paper_settings.items()})
     for name, (_, L, rho) in settings.items():
         algorithm, budget = name.split("_")[0], int(name.split("_")[1][1:])
-        for split, batch in sets.items():
+        for split, mixed in task.eval_splits().items():
+            batch = task.split(split)
             errs = per_step_errors(A, batch, algorithm, L, rho, budget).cpu().numpy()
             energy = batch["x"].pow(2).sum(-1).cpu().numpy()
-            snr = batch["snr"].cpu().numpy()
-            rows += metric_rows(name, "nmse_db", nmse_by_condition(errs[:, -1], energy, snr, mixed=split == "test"))
-            if split == "test":
-                rows += metric_rows(name, "diverged", {"mixed": int((~np.isfinite(errs[:, -1])).sum())})
+            comps = {"se": errs[:, -1], "energy": energy}
+            rows += condition_rows(TASK, name, by_condition(task.summarise, comps, task.conditions(batch), mixed))
+            if mixed:
+                rows += metric_rows(TASK, name, "diverged", {"mixed": int((~np.isfinite(errs[:, -1])).sum())})
                 curves[name] = [db_of(errs[:, t].mean() / energy.mean()) for t in range(budget)]
     df = write_table(rows, out_table)
     write_json_atomic(
@@ -56,4 +60,8 @@ def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dic
         },
         out_json,
     )
+    if out_showcase is not None:
+        with atomic_path(Path(out_showcase)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh)
     return df

@@ -1,0 +1,134 @@
+"""Is learning to stop worth it? The same trained model read several ways, for any task,
+and the findings in plain words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from l2o.report.results import TaskResults
+from l2o.report.stats import MIN_POSSIBLE_GAIN, cell, digits_for, fmt, paired_difference, seed_values
+
+NOTE = (
+    "(a) stopping vs always running to the last step T; (b) the same model at a fixed depth with the "
+    "policy's mean cost; (c) a non-learned rule: stop at the first step whose state changed by less than "
+    "ε (relative), ε tuned on validation under the policy's mean cost; (d) each example's best step, "
+    "chosen with the label (an upper bound no policy can beat), its gain over the last step and the "
+    "policy's; the share is shown only when the possible gain is at least {floor} {unit}, below which it "
+    "is a ratio of noise; (e) what the extra training alone gives: the plain model, and the same network "
+    "trained from Stage I's start for Stage I's updates with the plain loss."
+)
+
+
+def metric_unit(metric: str) -> str:
+    return "dB" if metric.endswith("db") or metric.startswith("psnr") else ""
+
+
+def readings(res: TaskResults) -> list[tuple[str, str, str]]:
+    """``(label, method, metric)`` of each reading of the skeptic's table."""
+    m, stop = res.metric, res.method("stop")
+    unit = metric_unit(m)
+    return [
+        ("learned stop (π > 0.5)", stop, m),
+        ("learned stop, sampled", stop, f"{m}_sampled"),
+        ("expected under q_φ", stop, f"{m}_expected"),
+        ("(a) last step T", stop, f"{m}_last"),
+        ("(b) fixed depth = mean stop", res.method("fixed_depth"), m),
+        ("(c) non-learned rule, same cost", res.method("heuristic"), m),
+        ("(d) oracle best step (upper bound)", stop, f"{m}_oracle"),
+        (f"(d) oracle's gain over the last step ({unit})".replace(" ()", ""), stop, "gain_possible"),
+        (f"(d) learned stop's gain over the last step ({unit})".replace(" ()", ""), stop, "gain_captured"),
+        ("(d) share of the oracle's gain captured (%)", stop, "gain_captured_pct"),
+        ("(e) plain model (T)", res.method("baseline"), m),
+        ("(e) same training as Stage I, plain loss (T)", res.method("matched"), m),
+        ("mean stop step", stop, "mean_stop"),
+    ]
+
+
+def skeptic_table(res: TaskResults) -> pd.DataFrame:
+    """The readings by condition (mixed and the task's conditions)."""
+    rows = []
+    for label, method, metric in readings(res):
+        row = {"reading": label}
+        for cond in res.conditions():
+            row[cond] = fmt(*cell(res.summary, method, cond, metric), digits=digits_for(metric))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def skeptic_note(res: TaskResults) -> str:
+    return NOTE.format(floor=MIN_POSSIBLE_GAIN, unit=metric_unit(res.metric))
+
+
+def _better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
+
+
+def stopping_findings(res: TaskResults) -> list[str]:
+    """Plain statements about the learned stop, computed from the summary (mixed condition)."""
+    m, higher, s = res.metric, res.higher_is_better, res.summary
+    unit = metric_unit(m)
+
+    def v(method, metric=m, cond="mixed"):
+        return cell(s, method, cond, metric)[0]
+
+    out = []
+    stop, base = v(res.method("stop")), v(res.method("baseline"))
+    name_stop, name_base = f"{res.spec.display}-stop", res.spec.display
+    if np.isfinite(stop) and np.isfinite(base):
+        verdict = "beats" if _better(stop, base, higher) else "does NOT beat"
+        out.append(f"{name_stop} {verdict} the plain {name_base}: {stop:.2f} vs {base:.2f} {unit} "
+                   f"({stop - base:+.2f} {unit}, mixed).")
+    fixed, heur, last = v(res.method("fixed_depth")), v(res.method("heuristic")), v(res.method("stop"), f"{m}_last")
+    if np.isfinite(stop) and np.isfinite(fixed):
+        verdict = "the policy wins" if _better(stop, fixed, higher) else "the policy does not win"
+        out.append(f"Against the same model at a fixed depth of the same mean cost: {stop:.2f} vs {fixed:.2f} {unit} "
+                   f"({verdict}); against its own last step: {stop:.2f} vs {last:.2f} {unit}; against a tuned "
+                   f"non-learned rule of the same cost: {heur:.2f} {unit}.")
+    possible, captured = v(res.method("stop"), "gain_possible"), v(res.method("stop"), "gain_captured")
+    if np.isfinite(possible):
+        if possible < MIN_POSSIBLE_GAIN:
+            out.append(f"The oracle's best step beats the last step by only {possible:.2f} {unit}: there is almost "
+                       f"nothing for a stopping policy to capture here; the learned stop changes the result by "
+                       f"{captured:+.2f} {unit} against the last step.")
+        else:
+            share = v(res.method("stop"), "gain_captured_pct")
+            out.append(f"The oracle's best step would gain {possible:.2f} {unit} over the last step; the learned "
+                       f"stop gains {captured:+.2f} {unit}, {share:.0f}% of it.")
+    mean_stop = v(res.method("stop"), "mean_stop")
+    T = len(res.curves[0].get(res.method("stop"), {}).get("stop_histogram", [])) or None
+    if np.isfinite(mean_stop) and T:
+        out.append(f"Mean stop step {mean_stop:.2f} of T = {T}.")
+    ft = v(res.method("stop_ft"))
+    if np.isfinite(ft) and np.isfinite(stop):
+        out.append(f"Stage III fine-tuning: {ft:.2f} vs {stop:.2f} {unit} ({ft - stop:+.2f} {unit}).")
+    ae = v(res.method("aevb"))
+    if np.isfinite(ae) and np.isfinite(stop):
+        verdict = "better" if _better(ae, stop, higher) else "worse"
+        out.append(f"AEVB (joint training from scratch): {ae:.2f} {unit}, {verdict} than Stages I+II ({stop:.2f} {unit}).")
+    return out
+
+
+def matched_findings(res: TaskResults) -> list[str]:
+    """Question (e) at equal training: the stopping model at its last step (and with its learned
+    stop) vs the matched-budget control, paired over seeds."""
+    m, higher = res.metric, res.higher_is_better
+    unit = metric_unit(m)
+    matched = seed_values(res.tables, res.method("matched"), metric=m)
+    if not matched:
+        return []
+    out = []
+    for what, metric in (("at its last step", f"{m}_last"), ("with its learned stop", m)):
+        d, ci, n = paired_difference(seed_values(res.tables, res.method("stop"), metric=metric), matched)
+        if not n:
+            continue
+        good = d > 0 if higher else d < 0
+        if np.isfinite(ci):
+            verdict = ("better" if good else "worse") if abs(d) > ci else "not distinguishable"
+            spread = f"± {ci:.2f} {unit}, paired 95% CI over {n} seeds"
+        else:
+            verdict, spread = ("better" if good else "not better"), "one seed: no CI"
+        out.append(f"At equal training (same start, updates, optimiser and batches; plain loss): the stopping "
+                   f"model {what} vs the matched {res.spec.display}: {d:+.2f} {unit} ({spread}): "
+                   f"{verdict}.")
+    return out

@@ -1,0 +1,23 @@
+"""Blind Gaussian denoising (paper Sec. 5.3, Table 6): DnCNN with an output head per layer.
+
+Light on purpose (no torch): the workflow reads :data:`SPEC` at parse time.
+"""
+
+from l2o.tasks.spec import TaskSpec
+
+SPEC = TaskSpec(
+    name="denoising",
+    title="Blind denoising (DnCNN-stop, paper Sec. 5.3)",
+    model_label="dncnn",
+    model_name="DnCNN",
+    sources={
+        "data": ("tasks/denoising/data.py", "tasks/denoising/images.py"),
+        "model": ("tasks/denoising/task.py", "tasks/denoising/data.py", "tasks/denoising/patches.py", "tasks/denoising/metrics.py",
+                  "models/dncnn.py", "models/conv_policy.py"),
+        "classical": ("tasks/denoising/classical.py", "tasks/denoising/denoisers.py", "tasks/denoising/data.py",
+                      "tasks/denoising/metrics.py"),
+        "report": ("tasks/denoising/report.py",),
+    },
+    has_classical=True,
+    report="l2o.tasks.denoising.report",
+)

@@ -1,0 +1,72 @@
+"""The registry of tasks: a plain dict from a task's name to its class.
+
+Classes are named by import path (``"package.module:Class"``) and imported on
+first use, so the workflow can read the registry, and each task's
+:class:`~l2o.tasks.spec.TaskSpec`, without importing torch. To add a task,
+write its package (see ``docs/add-a-task.md``) and add one line here, or call
+:func:`register` (tests and notebooks).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+TASKS: dict[str, str] = {
+    "sparse_recovery": "l2o.tasks.sparse_recovery.task:SparseRecoveryTask",
+    "denoising": "l2o.tasks.denoising.task:DenoisingTask",
+}
+
+
+def register(name: str, class_path: str) -> None:
+    """Add (or replace) a task: ``register("mytask", "mypkg.task:MyTask")``."""
+    if ":" not in class_path:
+        raise ValueError(f"task class path must look like 'package.module:Class', got {class_path!r}")
+    TASKS[name] = class_path
+
+
+def _entry(name: str) -> str:
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def task_class(name: str) -> type:
+    """The task's class (imports its module, and so torch)."""
+    module, cls = _entry(name).split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def task_package(name: str) -> str:
+    """The package holding the task (the class's module's parent): ``l2o.tasks.sparse_recovery``."""
+    return _entry(name).split(":")[0].rsplit(".", 1)[0]
+
+
+def task_spec(name: str):
+    """The task's :class:`~l2o.tasks.spec.TaskSpec` (its package's ``SPEC``; light import)."""
+    spec = getattr(importlib.import_module(task_package(name)), "SPEC", None)
+    if spec is None:
+        raise AttributeError(f"task package {task_package(name)} defines no SPEC")
+    if spec.name != name:
+        raise ValueError(f"task {name!r} is registered, but its SPEC is named {spec.name!r}")
+    return spec
+
+
+def task_dir(name: str) -> Path:
+    """The folder of the task's package."""
+    return Path(importlib.import_module(task_package(name)).__file__).parent
+
+
+def task_classical(name: str):
+    """The task's ``run_classical(*, data, out_table, out_json, classical, device=None)`` (its
+    package's ``classical`` module), for tasks whose spec says ``has_classical``."""
+    if not task_spec(name).has_classical:
+        raise ValueError(f"task {name!r} has no classical baselines")
+    return importlib.import_module(f"{task_package(name)}.classical").run_classical
+
+
+def load_task(name: str, data: Path, device: str | None = None):
+    """The task ``name`` on its data file, on ``device`` (default: ``$L2O_DEVICE`` or auto)."""
+    from l2o.device import resolve_device
+
+    return task_class(name).load(Path(data), resolve_device(device))
