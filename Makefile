@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 # CPU build of torch by default; on a GPU machine use e.g. TORCH="torch==2.13.0" from your CUDA index.
 TORCH ?= torch==2.13.0
 CORES ?= 2
+# Optional extras: test (pytest), cluster (the SLURM executor plugin), bm3d (the BM3D baseline of
+# the denoising table; its licence is non-commercial: `make setup EXTRAS=test,cluster` leaves it out
+# and the report says BM3D is absent).
+EXTRAS ?= test,cluster,bm3d
 
 .PHONY: setup run test test-fast bench report-open clean
 
@@ -14,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 run: setup

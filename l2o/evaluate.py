@@ -174,7 +174,8 @@ def run_models(
         candidates = ckpt.get("candidate_steps") if stopping else None
         loaded[role] = (net, policy, candidates)
         info: dict = {"role": role, "stage": ckpt["stage"], "history": ckpt.get("history"),
-                      "train_seconds": ckpt.get("seconds"), "mlflow_run_id": ckpt.get("mlflow_run_id")}
+                      "train_seconds": ckpt.get("seconds"), "mlflow_run_id": ckpt.get("mlflow_run_id"),
+                      "oracle_mass": ckpt.get("oracle_mass"), "beta": ckpt.get("beta")}
         for split, mixed in job.eval_splits().items():
             out = collect(job, net, split, policy=policy, candidates=candidates, full=True,
                           change=role == "stop" and mixed)

@@ -46,3 +46,48 @@ def save_torch_atomic(obj: Any, path: Path) -> None:
 def write_text_atomic(text: str, path: Path) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def content_hash(arrays: dict) -> str:
+    """SHA-256 over named arrays' names, shapes, dtypes and bytes (order-independent).
+
+    Unlike the bytes of an ``.npz`` (its zip entries carry timestamps), this is the
+    same for two writes of the same data: use it as a data file's hash.
+
+    >>> import numpy as np
+    >>> content_hash({"a": np.zeros(2)}) == content_hash({"a": np.zeros(2)})
+    True
+    """
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.shape}:{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_npz_atomic(arrays: dict, path: Path) -> None:
+    """``np.savez`` of named arrays under a temporary name, renamed on success."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def read_npz(path: Path, what: str = "data file") -> dict:
+    """All arrays of an ``.npz`` (no pickles); errors name the file."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist (run the data stage first)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as err:  # zip errors: not a valid .npz
+        raise ValueError(f"{what} {path} is not a readable .npz file: {err}") from err

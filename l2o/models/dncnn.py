@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from l2o.models.step_model import StepModel
+
 HEADS = ("conv2", "conv1")
 
 #: std of the BN-weight initialisation of the released code, ``sqrt(2 / 9 / 64)``
@@ -96,7 +98,7 @@ def init_like_released(module: nn.Module) -> None:
             m.bias.zero_()
 
 
-class DnCNN(nn.Module):
+class DnCNN(StepModel):
     """Residual DnCNN with ``T = layers - 1`` outputs; ``forward(noisy)`` -> (T, B, c, H, W).
 
     Step-wise use (early exit)::
@@ -161,31 +163,15 @@ class DnCNN(nn.Module):
         return noisy - out(carry)
 
     def forward(self, noisy: Tensor, steps: list[int] | None = None) -> Tensor:
-        """Estimates at ``steps``: (B, c, H, W) -> (K, B, c, H, W).
+        """Estimates at ``steps``: (B, c, H, W) -> (K, B, c, H, W), not clamped.
 
-        The trunk runs only up to ``max(steps)`` and only the heads asked for are applied.
-
-        :param Tensor noisy: (B, c, H, W), any H, W >= 1.
-        :param list steps: 1-based, strictly increasing; None = all T (then K = T).
-        :return: (K, B, c, H, W) estimates, not clamped.
+        The trunk runs only up to ``max(steps)`` and only the heads asked for are applied
+        (:meth:`StepModel.forward`). ``steps``: 1-based, strictly increasing; None = all T.
         """
-        if steps is None:
-            steps = list(range(1, self.num_steps + 1))
-        steps = [int(t) for t in steps]
-        if not steps:
-            raise ValueError("steps must not be empty")
-        for t in steps:
-            self._check_step(t)
-        if any(b <= a for a, b in zip(steps[:-1], steps[1:])):
-            raise ValueError(f"steps must be strictly increasing, got {steps}")
-        wanted = set(steps)
-        f = self.init_state(noisy)
-        outs = []
-        for t in range(1, steps[-1] + 1):
-            f = self.step(t, f, noisy)
-            if t in wanted:
-                outs.append(self.readout(t, f, noisy))
-        return torch.stack(outs)
+        if steps is not None:
+            for t in steps:
+                self._check_step(int(t))
+        return super().forward(noisy, steps)
 
     def trunk_parameters(self) -> Iterator[nn.Parameter]:
         """``m_1 .. m_D`` (the plain DnCNN, including the final conv)."""

@@ -24,52 +24,57 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def walk(parts: list[tuple[str | None, list[Section]]]):
+    """``(level, title)`` of every heading in order (level 2 for a part, 3 for its sections; 2 for the
+    sections of a part without a heading), each section's title followed by its items: yields
+    ``("heading", level, title)`` and ``("item", level, item)``."""
+    for heading, sections in parts:
+        level = 2
+        if heading:
+            yield "heading", 2, heading
+            level = 3
+        for name, items in sections:
+            yield "heading", level, name
+            for it in items:
+                yield "item", level, it
+
+
 def render_markdown(title: str, parts: list[tuple[str | None, list[Section]]], md_path: Path) -> str:
-    """``parts``: (part heading or None, its sections); part headings are level 2, sections level 3
-    (level 2 when the part has no heading)."""
+    """The report as Markdown; figures linked relative to ``md_path``."""
     out = [f"# {title}\n"]
     base = md_path.parent.resolve()
-    for heading, sections in parts:
-        level = "##"
-        if heading:
-            out.append(f"## {heading}\n")
-            level = "###"
-        for name, items in sections:
-            out.append(f"{level} {name}\n")
-            for it in items:
-                if isinstance(it, pd.DataFrame):
-                    out.append(md_table(it) + "\n")
-                elif isinstance(it, Path):
-                    p = Path(it).resolve()
-                    rel = p.relative_to(base) if p.is_relative_to(base) else it
-                    out.append(f"![{Path(it).stem}]({rel})\n")
-                else:
-                    out.append(str(it) + "\n")
+    for kind, level, it in walk(parts):
+        if kind == "heading":
+            out.append(f"{'#' * level} {it}\n")
+        elif isinstance(it, pd.DataFrame):
+            out.append(md_table(it) + "\n")
+        elif isinstance(it, Path):
+            p = Path(it).resolve()
+            rel = p.relative_to(base) if p.is_relative_to(base) else it
+            out.append(f"![{Path(it).stem}]({rel})\n")
+        else:
+            out.append(str(it) + "\n")
     return "\n".join(out)
 
 
 def render_html(title: str, parts: list[tuple[str | None, list[Section]]]) -> str:
+    """The report as one self-contained HTML page (figures embedded)."""
     body = [f"<h1>{html.escape(title)}</h1>"]
-    for heading, sections in parts:
-        tag = "h2"
-        if heading:
-            body.append(f"<h2>{html.escape(heading)}</h2>")
-            tag = "h3"
-        for name, items in sections:
-            body.append(f"<{tag}>{html.escape(name)}</{tag}>")
-            for it in items:
-                if isinstance(it, pd.DataFrame):
-                    body.append(it.to_html(index=False, border=0, classes="t", escape=True))
-                elif isinstance(it, Path):
-                    data = base64.b64encode(Path(it).read_bytes()).decode()
-                    body.append(f'<img alt="{html.escape(it.stem)}" src="data:image/png;base64,{data}"/>')
-                elif str(it).startswith("```"):
-                    body.append(f"<pre>{html.escape(str(it).strip('`').removeprefix('yaml'))}</pre>")
-                elif str(it).startswith("- "):
-                    items_html = "".join(f"<li>{html.escape(s[2:])}</li>" for s in str(it).splitlines())
-                    body.append(f"<ul>{items_html}</ul>")
-                else:
-                    body.append(f"<p>{html.escape(str(it))}</p>")
+    for kind, level, it in walk(parts):
+        if kind == "heading":
+            body.append(f"<h{level}>{html.escape(it)}</h{level}>")
+        elif isinstance(it, pd.DataFrame):
+            body.append(it.to_html(index=False, border=0, classes="t", escape=True))
+        elif isinstance(it, Path):
+            data = base64.b64encode(Path(it).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(it.stem)}" src="data:image/png;base64,{data}"/>')
+        elif str(it).startswith("```"):
+            body.append(f"<pre>{html.escape(str(it).strip('`').removeprefix('yaml'))}</pre>")
+        elif str(it).startswith("- "):
+            items_html = "".join(f"<li>{html.escape(s[2:])}</li>" for s in str(it).splitlines())
+            body.append(f"<ul>{items_html}</ul>")
+        else:
+            body.append(f"<p>{html.escape(str(it))}</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
              "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
              "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}")

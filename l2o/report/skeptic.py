@@ -95,6 +95,14 @@ def stopping_findings(res: TaskResults) -> list[str]:
             share = v(res.method("stop"), "gain_captured_pct")
             out.append(f"The oracle's best step would gain {possible:.2f} {unit} over the last step; the learned "
                        f"stop gains {captured:+.2f} {unit}, {share:.0f}% of it.")
+    info = res.curves[0].get(res.method("stop"), {})
+    mass = info.get("oracle_mass")
+    if mass:
+        mass = np.asarray(mass, dtype=float)
+        out.append(f"The oracle (β = {info.get('beta')}, validation set, Stage I model) puts {100 * mass[-1]:.1f}% "
+                   f"of its mass on the last step T and {100 * mass[:-1].max():.1f}% at most on any earlier step"
+                   + ("; the earlier outputs are no competition for the last, so there is nothing to stop for"
+                      if mass[-1] > 0.99 else "") + ".")
     mean_stop = v(res.method("stop"), "mean_stop")
     T = len(res.curves[0].get(res.method("stop"), {}).get("stop_histogram", [])) or None
     if np.isfinite(mean_stop) and T:

@@ -3,19 +3,42 @@
 Classes are named by import path (``"package.module:Class"``) and imported on
 first use, so the workflow can read the registry, and each task's
 :class:`~l2o.tasks.spec.TaskSpec`, without importing torch. To add a task,
-write its package (see ``docs/add-a-task.md``) and add one line here, or call
-:func:`register` (tests and notebooks).
+write its package (see ``docs/add-a-task.md``) and add one line here; or,
+for a task that lives in your own package, list it in the environment
+variable ``L2O_TASKS`` (``name=package.module:Class``, comma-separated), which
+the workflow and every job it starts read; or call :func:`register` (tests
+and notebooks).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
+
+ENV_VAR = "L2O_TASKS"
 
 TASKS: dict[str, str] = {
     "sparse_recovery": "l2o.tasks.sparse_recovery.task:SparseRecoveryTask",
     "denoising": "l2o.tasks.denoising.task:DenoisingTask",
 }
+
+
+def tasks_from_env(value: str | None) -> dict[str, str]:
+    """``{name: class path}`` from ``L2O_TASKS`` (``name=pkg.module:Class,...``).
+
+    >>> tasks_from_env("toy=toy_task:ToyTask, other=pkg.mod:Other")
+    {'toy': 'toy_task:ToyTask', 'other': 'pkg.mod:Other'}
+    """
+    out = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, path = item.partition("=")
+        if not sep or ":" not in path or not name.strip():
+            raise ValueError(f"{ENV_VAR}: {item.strip()!r} is not name=package.module:Class")
+        out[name.strip()] = path.strip()
+    return out
 
 
 def register(name: str, class_path: str) -> None:
@@ -70,3 +93,6 @@ def load_task(name: str, data: Path, device: str | None = None):
     from l2o.device import resolve_device
 
     return task_class(name).load(Path(data), resolve_device(device))
+
+
+TASKS.update(tasks_from_env(os.environ.get(ENV_VAR)))

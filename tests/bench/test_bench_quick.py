@@ -13,9 +13,14 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
     sys.path.insert(0, str(REPO))
 
-from bench import run as bench  # noqa: E402
+from bench import run  # noqa: E402
+from bench.config import Options, Sizes  # noqa: E402
+from bench.flops import lista_forward_flops, training_flops  # noqa: E402
+from bench.load import CpuLoad, LoadGuard, LoadRefused  # noqa: E402
+from bench.report import write_results  # noqa: E402
+from bench.training import build_training_step, run_training_worker  # noqa: E402
 
-TINY = bench.Sizes(
+TINY = Sizes(
     m=8, n=16, T=4, hidden=(8, 4), batch_baseline=16, batch_stage1=16, batch_stage2=8,
     test_per_snr=10, val_per_snr=10, infer_batch=10, matmul_n=32, matmul_repeats=2,
     warmup=1, repeats=2, fista_max_steps=20, fista_val_examples=15,
@@ -25,7 +30,7 @@ FAKE_SNAKEMAKE = {"prepare": lambda dest: {"first_run_s": 0.0},
                   "command": [sys.executable, "-c", "print('Nothing to be done (all requested files are present)')"]}
 
 
-class FakeLoad(bench.CpuLoad):
+class FakeLoad(CpuLoad):
     """Other processes' CPU use as scripted: one value per probe, the last repeated."""
 
     def __init__(self, *cores):
@@ -44,8 +49,8 @@ class FakeLoad(bench.CpuLoad):
 
 @pytest.fixture(scope="module")
 def results():
-    opts = bench.Options(in_process=True, load_interval=0.0, quick=True)
-    return bench.run_suite(TINY, opts, probe=FakeLoad(0.0), snakemake_kwargs=FAKE_SNAKEMAKE)
+    opts = Options(in_process=True, load_interval=0.0, quick=True)
+    return run.run_suite(TINY, opts, probe=FakeLoad(0.0), snakemake_kwargs=FAKE_SNAKEMAKE)
 
 
 def test_every_measurement_ran(results):
@@ -108,7 +113,7 @@ def test_targets(results):
 
 
 def test_written_json_and_markdown(results, tmp_path):
-    json_path, md_path = bench.write_results(results, tmp_path)
+    json_path, md_path = write_results(results, tmp_path)
     assert md_path.name == "latest.md" and json_path.suffix == ".json" and "quick" in json_path.name
     assert json.loads(json_path.read_text())["targets"] == json.loads(json.dumps(results["targets"]))
     md = md_path.read_text()
@@ -121,17 +126,17 @@ def test_written_json_and_markdown(results, tmp_path):
 
 
 def test_refuses_on_a_loaded_machine(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "CpuLoad", lambda: FakeLoad(1.9))
+    monkeypatch.setattr(run, "CpuLoad", lambda: FakeLoad(1.9))
     out = tmp_path / "res"
-    assert bench.main(["--quick", "--out", str(out)]) == bench.EXIT_REFUSED
+    assert run.main(["--quick", "--out", str(out)]) == run.EXIT_REFUSED
     assert not out.exists()
 
 
 def test_allow_loaded_marks_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "CpuLoad", lambda: FakeLoad(1.9))
+    monkeypatch.setattr(run, "CpuLoad", lambda: FakeLoad(1.9))
     out = tmp_path / "res"
     skip = ["--skip", "training", "inference", "time_to_accuracy", "snakemake"]
-    assert bench.main(["--quick", "--allow-loaded", "--out", str(out), *skip]) == 0
+    assert run.main(["--quick", "--allow-loaded", "--out", str(out), *skip]) == 0
     (json_file,) = out.glob("*.json")
     data = json.loads(json_file.read_text())
     assert data["loaded"] is True and data["loaded_measurements"] == ["matmul"]
@@ -143,18 +148,18 @@ def test_allow_loaded_marks_results(tmp_path, monkeypatch):
 def test_training_worker_in_a_fresh_process():
     spec = {"kind": "stage1", "m": 8, "n": 16, "T": 3, "hidden": [4, 4], "batch": 8, "device": "cpu",
             "seed": 0, "warmup": 1, "repeats": 2, "threads": 1}
-    r = bench.run_training_worker(spec)
+    r = run_training_worker(spec)
     assert r["fresh_process"] and r["threads"] == 1 and r["peak_rss_mib"] >= r["rss_start_mib"] > 0
     assert timing_ok(r["timing"], 2)
 
 
 def test_flop_counts():
     # one step of a 1x1 LISTA, batch 1: y W1 only (x_0 = 0)
-    assert bench.lista_forward_flops(1, 1, 1, 1) == 2
-    f = bench.training_flops("stage1", 4, 3, 5, 2, ())
+    assert lista_forward_flops(1, 1, 1, 1) == 2
+    f = training_flops("stage1", 4, 3, 5, 2, ())
     assert f["model_forward"] == 2 * 4 * (2 * 15 + 25)
     assert f["model_backward"] == 2 * 4 * (2 * 15 + 2 * 25)
-    assert bench.training_flops("baseline", 4, 3, 5, 2, ()) == f
+    assert training_flops("baseline", 4, 3, 5, 2, ()) == f
 
 
 @pytest.mark.parametrize("kind", ["baseline", "stage1", "stage2", "stage2_autograd"])
@@ -164,30 +169,30 @@ def test_flop_model_counts_the_matmuls_the_step_runs(kind):
     from torch.utils.flop_counter import FlopCounterMode
 
     B, m, n, T, hidden = 8, 6, 10, 4, [7, 5]
-    step = bench.build_training_step(kind, {"device": "cpu", "batch": B, "T": T, "m": m, "n": n,
+    step = build_training_step(kind, {"device": "cpu", "batch": B, "T": T, "m": m, "n": n,
                                             "seed": 0, "hidden": hidden})
     step()
     # the counter knows addmm but not its in-place form, which LISTA's forward uses
     inplace_addmm = {torch.ops.aten.addmm_: lambda c, a, b, out_shape=None, **kw: 2 * a[0] * a[1] * b[1]}
     with FlopCounterMode(display=False, custom_mapping=inplace_addmm) as counter:
         step()
-    assert counter.get_total_flops() == bench.training_flops(kind, B, m, n, T, hidden)["total"]
+    assert counter.get_total_flops() == training_flops(kind, B, m, n, T, hidden)["total"]
 
 
 def test_guard_repeats_a_disturbed_measurement():
     calls = []
     # before: idle; during: busy; before: idle; during: idle
-    guard = bench.LoadGuard(bench.Options(wait_idle=5.0, load_interval=0.0), FakeLoad(0.0, 1.5, 0.0, 0.0))
+    guard = LoadGuard(Options(wait_idle=5.0, load_interval=0.0), FakeLoad(0.0, 1.5, 0.0, 0.0))
     assert guard.run("x", lambda: calls.append(1) or len(calls)) == 2
     assert [c.get("during") for c in guard.log if "during" in c] == ["x", "x"] and guard.loaded == []
 
 
 def test_guard_refuses_when_disturbed_and_out_of_time():
-    guard = bench.LoadGuard(bench.Options(wait_idle=0.0, load_interval=0.0), FakeLoad(0.0, 1.5))
-    with pytest.raises(bench.LoadRefused, match="during x"):
+    guard = LoadGuard(Options(wait_idle=0.0, load_interval=0.0), FakeLoad(0.0, 1.5))
+    with pytest.raises(LoadRefused, match="during x"):
         guard.run("x", lambda: None)
 
 
 def test_cpu_load_sample():
-    s = bench.CpuLoad().sample(0.05)
+    s = CpuLoad().sample(0.05)
     assert s["other_cores"] >= 0 and "loadavg_1min" in s

@@ -29,7 +29,6 @@ content hash, the config, image names and sizes and the sigma lists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2o.io import atomic_path, write_json_atomic
+from l2o.io import atomic_path, content_hash, write_json_atomic
 from l2o.tasks.denoising.images import (  # noqa: F401  (re-exported: the public names of the data module)
     BUILTIN_IMAGES,
     IMAGE_SUFFIXES,
@@ -226,18 +225,6 @@ def load_clean_images(config: DenoisingDataConfig) -> dict[str, tuple[list[str],
     return {split: load_folder(folder, f"data.{split}_dir", convert) for split, folder in folders.items()}
 
 
-def content_hash(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the arrays' names, shapes, dtypes and bytes (order-independent).
-
-    Unlike the bytes of an ``.npz`` (its zip entries carry timestamps), this is
-    the same for two writes of the same data.
-    """
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.shape}:{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def build_arrays(config: DenoisingDataConfig) -> tuple[dict[str, np.ndarray], dict]:

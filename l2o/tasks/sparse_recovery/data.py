@@ -13,14 +13,13 @@ sidecar records the content hash, ``lambda_max(A^T A)`` and ``cond(A)``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from l2o.io import atomic_path, write_json_atomic
+from l2o.io import atomic_path, content_hash, write_json_atomic
 
 SPLITS_REQUIRED = ("A", "meta_snr_db", "meta_sparsity", "val_y", "val_x", "val_snr", "test_y", "test_x", "test_snr")
 
@@ -86,14 +85,6 @@ def blocks(levels: list[float], per_level: int) -> np.ndarray:
     return np.repeat(np.asarray(levels, dtype=np.float64), per_level)
 
 
-def content_hash(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the arrays' names, shapes, dtypes and bytes (order-independent)."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.shape}:{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def generate_problem(config: ProblemConfig) -> tuple[dict[str, np.ndarray], dict]:
