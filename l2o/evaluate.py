@@ -50,15 +50,21 @@ def first_below(values: np.ndarray, eps: float) -> np.ndarray:
     return hit.argmax(axis=1)
 
 
-def tune_change_rule(change: np.ndarray, losses: np.ndarray, max_mean_stop: float, grid=None) -> float:
+def tune_change_rule(change: np.ndarray, losses: np.ndarray, max_mean_stop: float, grid=None,
+                     steps: np.ndarray | None = None) -> float:
     """Threshold eps of the rule "stop at the first step whose state changed by less than eps",
     tuned on validation: the lowest mean loss among thresholds whose mean stop step is at most
-    ``max_mean_stop``."""
+    ``max_mean_stop``.
+
+    :param change: (N, K) the rule's input at the K steps it may stop at; ``losses`` (N, K) likewise.
+    :param steps: (K,) the 1-based step of each column (default 1..K), for the mean stop step.
+    """
     grid = np.logspace(-4, 0, 41) if grid is None else grid
+    steps = np.arange(1, change.shape[1] + 1) if steps is None else np.asarray(steps)
     best, best_eps = math.inf, float(grid[-1])
     for eps in grid:
         idx = first_below(change, eps)
-        if idx.mean() + 1 > max_mean_stop + 1e-9:
+        if steps[idx].mean() > max_mean_stop + 1e-9:
             continue
         err = losses[np.arange(len(idx)), idx].mean()
         if err < best:
@@ -203,7 +209,7 @@ def run_models(
                 log.warning("%s: early exit stopped %d examples elsewhere than the all-steps path", method,
                             int((ee_steps != stop_steps).sum()))
             if role == "stop":
-                rows += _baselines_at_equal_cost(job, spec, net, out, stop_steps, info)
+                rows += _baselines_at_equal_cost(job, spec, net, out, stop_steps, candidates, info)
         curves[method] = info
     df = write_table(rows, out_table, seed)
     write_json_atomic(curves, out_json)
@@ -215,18 +221,26 @@ def run_models(
     return df
 
 
-def _baselines_at_equal_cost(task, spec, net, out, stop_steps, info):
-    """The same model at a fixed depth, and with a tuned non-learned rule, at the policy's mean cost."""
+def _baselines_at_equal_cost(task, spec, net, out, stop_steps, candidates, info):
+    """The same model at a fixed depth, and with a tuned non-learned rule, at the policy's mean cost.
+
+    Fixed depth: the better on validation of the two whole depths around the policy's mean stop
+    step (a depth whose output was never trained would make a straw man). The rule may stop at
+    the policy's candidate steps only, as the policy does.
+    """
     rows = []
     mean_stop = float(stop_steps.mean())
     T = out.losses.shape[1]
-    depth = int(min(max(round(mean_stop), 1), T))
+    val = collect(task, net, "val", change=True)
+    around = sorted({int(min(max(math.floor(mean_stop), 1), T)), int(min(max(math.ceil(mean_stop), 1), T))})
+    depth = min(around, key=lambda d: float(val.losses[:, d - 1].mean()))
     fixed, heur = spec.method("fixed_depth"), spec.method("heuristic")
     rows += _rows(task, fixed, {k: v[:, depth - 1] for k, v in out.components.items()}, out.conditions, True)
     rows += metric_rows(task.name, fixed, "mean_stop", {"mixed": float(depth)})
-    val = collect(task, net, "val", change=True)
-    eps = tune_change_rule(val.change, val.losses.numpy(), mean_stop)
-    idx = first_below(out.change, eps)
+    cols = [t - 1 for t in candidates]
+    steps = np.asarray(candidates)
+    eps = tune_change_rule(val.change[:, cols], val.losses.numpy()[:, cols], mean_stop, steps=steps)
+    idx = np.asarray(cols)[first_below(out.change[:, cols], eps)]
     rows += _rows(task, heur, out.at(idx), out.conditions, True)
     rows += metric_rows(task.name, heur, "mean_stop", {"mixed": float(idx.mean() + 1)})
     info["fixed_depth"] = depth

@@ -39,13 +39,31 @@ class Job:
 
 
 def upstream_run_ids(inputs: list[str]) -> dict[str, str]:
-    """``{stage folder: run id}`` from the run-id files beside the job's input files."""
-    out = {}
+    """``{upstream.<stage folder>: run id}`` from the run-id files beside the job's input files;
+    ``upstream.<task>.<stage folder>`` when the inputs come from several tasks (the report).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for t in ("a", "b"):
+    ...     f = d / "results" / t / "seed0" / "stage1"
+    ...     f.mkdir(parents=True)
+    ...     _ = (f / RUN_ID_FILE).write_text(t + "-run")
+    >>> upstream_run_ids([str(d / "results/a/seed0/stage1/model.pt")])
+    {'upstream.stage1': 'a-run'}
+    >>> sorted(upstream_run_ids([str(d / f"results/{t}/seed0/stage1/model.pt") for t in ("a", "b")]))
+    ['upstream.a.stage1', 'upstream.b.stage1']
+    """
+    found = []
     for f in inputs:
         run_file = Path(f).parent / RUN_ID_FILE
         if run_file.is_file():
-            out[f"upstream.{Path(f).parent.name}"] = run_file.read_text().strip()
-    return out
+            parts = Path(f).parts
+            at = len(parts) - 1 - parts[::-1].index("results") if "results" in parts else -1
+            task = parts[at + 1] if 0 <= at < len(parts) - 2 else ""
+            found.append((task, Path(f).parent.name, run_file.read_text().strip()))
+    several = len({task for task, _, _ in found}) > 1
+    return {f"upstream.{task}.{folder}" if several and task else f"upstream.{folder}": run_id
+            for task, folder, run_id in found}
 
 
 @contextlib.contextmanager

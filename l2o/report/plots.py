@@ -93,7 +93,8 @@ def per_step(res: TaskResults, label: Callable[[str], str], ylabel: str,
     return save(fig, res.plots_dir / f"{res.name}_per_step.png")
 
 
-def stop_by_condition(res: TaskResults, label: Callable[[str], str], xlabel: str) -> Path | None:
+def stop_by_condition(res: TaskResults, label: Callable[[str], str], xlabel: str,
+                      condition_label: Callable[[str], str] = str) -> Path | None:
     """Mean stop step of the learned policy and of the oracle's best step per condition
     (with the spread of each as a band: does depth follow difficulty?)."""
     stop = res.method("stop")
@@ -118,7 +119,7 @@ def stop_by_condition(res: TaskResults, label: Callable[[str], str], xlabel: str
         x = np.arange(len(conds))
         ax.plot(x, means, style, label=name)
         ax.fill_between(x, lo, hi, alpha=0.15)
-    ax.set_xticks(np.arange(len(conds)), conds)
+    ax.set_xticks(np.arange(len(conds)), [condition_label(c) for c in conds])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("step (mean; band: quartiles)")
     ax.legend(fontsize=8)

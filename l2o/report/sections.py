@@ -28,12 +28,13 @@ def skeptic_section(res: TaskResults) -> tuple[str, list]:
 
 
 def figures_section(res: TaskResults, label: Callable[[str], str], ylabel: str, *, condition: str,
-                    extra_curves: dict | None = None, log_x: bool = False, more: list[Path] = ()) -> tuple[str, list]:
+                    extra_curves: dict | None = None, log_x: bool = False, more: list[Path] = (),
+                    condition_label: Callable[[str], str] = str) -> tuple[str, list]:
     """Fig. 4-style plots (stop histogram, q-weighted metric), the metric per step, the stop step
     per condition, training curves (+ ``more`` figures of the task's own)."""
     figs = [plots.stop_histogram(res, label), plots.q_weighted(res, label, ylabel),
             plots.per_step(res, label, ylabel, extra_curves, log_x),
-            plots.stop_by_condition(res, label, condition), *more, plots.training_curves(res, label, ylabel)]
+            plots.stop_by_condition(res, label, condition, condition_label), *more, plots.training_curves(res, label, ylabel)]
     return ("Figures", [f for f in figs if f is not None])
 
 

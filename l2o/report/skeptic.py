@@ -10,9 +10,10 @@ from l2o.report.results import TaskResults
 from l2o.report.stats import MIN_POSSIBLE_GAIN, cell, digits_for, fmt, paired_difference, seed_values
 
 NOTE = (
-    "(a) stopping vs always running to the last step T; (b) the same model at a fixed depth with the "
-    "policy's mean cost; (c) a non-learned rule: stop at the first step whose state changed by less than "
-    "ε (relative), ε tuned on validation under the policy's mean cost; (d) each example's best step, "
+    "(a) stopping vs always running to the last step T; (b) the same model at a fixed depth of about the "
+    "policy's mean cost (the better on validation of the two whole depths around it); (c) a non-learned "
+    "rule: stop at the first of the policy's candidate steps whose state changed by less than ε "
+    "(relative), ε tuned on validation under the policy's mean cost; (d) each example's best step, "
     "chosen with the label (an upper bound no policy can beat), its gain over the last step and the "
     "policy's; the share is shown only when the possible gain is at least {floor} {unit}, below which it "
     "is a ratio of noise; (e) what the extra training alone gives: the plain model, and the same network "
@@ -33,7 +34,7 @@ def readings(res: TaskResults) -> list[tuple[str, str, str]]:
         ("learned stop, sampled", stop, f"{m}_sampled"),
         ("expected under q_φ", stop, f"{m}_expected"),
         ("(a) last step T", stop, f"{m}_last"),
-        ("(b) fixed depth = mean stop", res.method("fixed_depth"), m),
+        ("(b) fixed depth ≈ mean stop", res.method("fixed_depth"), m),
         ("(c) non-learned rule, same cost", res.method("heuristic"), m),
         ("(d) oracle best step (upper bound)", stop, f"{m}_oracle"),
         (f"(d) oracle's gain over the last step ({unit})".replace(" ()", ""), stop, "gain_possible"),
@@ -82,7 +83,7 @@ def stopping_findings(res: TaskResults) -> list[str]:
     fixed, heur, last = v(res.method("fixed_depth")), v(res.method("heuristic")), v(res.method("stop"), f"{m}_last")
     if np.isfinite(stop) and np.isfinite(fixed):
         verdict = "the policy wins" if _better(stop, fixed, higher) else "the policy does not win"
-        out.append(f"Against the same model at a fixed depth of the same mean cost: {stop:.2f} vs {fixed:.2f} {unit} "
+        out.append(f"Against the same model at a fixed depth of about the same mean cost: {stop:.2f} vs {fixed:.2f} {unit} "
                    f"({verdict}); against its own last step: {stop:.2f} vs {last:.2f} {unit}; against a tuned "
                    f"non-learned rule of the same cost: {heur:.2f} {unit}.")
     possible, captured = v(res.method("stop"), "gain_possible"), v(res.method("stop"), "gain_captured")

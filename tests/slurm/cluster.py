@@ -5,6 +5,10 @@ slurmdbd and MariaDB, writes the configuration, starts every daemon directly
 as a child process (no systemd), waits until the node is idle and ``sacct``
 answers, registers cluster/account/user, and returns a :class:`SlurmCluster`.
 ``SlurmCluster.stop()`` stops every daemon it started, by recorded PID.
+``restore_machine(record)`` then leaves the machine as ``record_machine()``
+found it before the start: it purges the packages the start installed (and
+only those), the files the cluster wrote under /etc and what the purge leaves
+behind.  A machine that had SLURM installed before keeps it.
 
 Layout:
 
@@ -29,6 +33,7 @@ Only one cluster per machine: the SLURM ports are the default 6817-6819.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -236,51 +241,280 @@ def _dpkg_installed(pkg: str) -> bool:
     return res.returncode == 0 and res.stdout.strip() == "install ok installed"
 
 
-def install_packages(timeout: float = 600) -> float:
-    """apt-get install the packages if any is missing; returns seconds spent."""
-    t0 = time.monotonic()
-    missing = [p for p in PACKAGES if not _dpkg_installed(p)]
-    if not missing and not _missing_binaries():
-        return 0.0
-    if shutil.which("apt-get") is None:
-        raise ClusterError(f"packages missing and no apt-get: {missing}")
-    env = _env()
-    env["DEBIAN_FRONTEND"] = "noninteractive"
-    # Keep the packages' maintainer scripts from starting munge/mariadb/slurm
-    # as services (sysvinit or systemd): we start our own daemons.
+@contextlib.contextmanager
+def _no_service_actions():
+    """Keep the packages' maintainer scripts from starting (or stopping)
+    munge/mariadb/slurm as services (sysvinit or systemd): we run our own
+    daemons.  A ``policy-rc.d`` already there (Docker images ship one) is
+    left as it is."""
     policy = Path("/usr/sbin/policy-rc.d")
     own_policy = not policy.exists()
     if own_policy:
         policy.write_text("#!/bin/sh\n# temporary, l2o tests/slurm/cluster.py\nexit 101\n")
         policy.chmod(0o755)
     try:
-        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        if res.returncode != 0:
-            # most likely empty package lists (fresh container): update, retry
-            upd = subprocess.run(
-                ["apt-get", "update", "-q"], capture_output=True, text=True,
-                env=env, timeout=timeout,
-            )
-            if upd.returncode != 0:
-                raise ClusterError(f"apt-get update failed:\n{upd.stderr[-3000:]}")
-            res = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, timeout=timeout
-            )
-        if res.returncode != 0:
-            raise ClusterError(
-                f"apt-get install failed (rc={res.returncode}):\n"
-                f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
-            )
-    except subprocess.TimeoutExpired as e:
-        raise ClusterError(f"apt-get timed out after {timeout}s") from e
+        yield
     finally:
         if own_policy:
             policy.unlink(missing_ok=True)
+
+
+def install_packages(timeout: float = 600, machine: MachineRecord | None = None) -> float:
+    """apt-get install the packages if any is missing; returns seconds spent.
+
+    With ``machine`` (the state recorded before), the packages this call
+    installed (``PACKAGES`` and their dependencies: whatever was not installed
+    before and is now) are added to ``machine.installed``, for
+    :func:`restore_machine`."""
+    t0 = time.monotonic()
+    missing = [p for p in PACKAGES if not _dpkg_installed(p)]
+    if not missing and not _missing_binaries():
+        return 0.0
+    if shutil.which("apt-get") is None:
+        raise ClusterError(f"packages missing and no apt-get: {missing}")
+    before = machine.packages if machine is not None else _installed_packages()
+    env = _env()
+    env["DEBIAN_FRONTEND"] = "noninteractive"
+    try:
+        with _no_service_actions():
+            cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                 timeout=timeout, check=False)
+            if res.returncode != 0:
+                # most likely empty package lists (fresh container): update, retry
+                upd = subprocess.run(
+                    ["apt-get", "update", "-q"], capture_output=True, text=True,
+                    env=env, timeout=timeout, check=False,
+                )
+                if upd.returncode != 0:
+                    raise ClusterError(f"apt-get update failed:\n{upd.stderr[-3000:]}")
+                res = subprocess.run(
+                    cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                )
+    except subprocess.TimeoutExpired as e:
+        raise ClusterError(f"apt-get timed out after {timeout}s") from e
+    finally:
+        # also after a failure: a half-done install is undone by restore_machine
+        if machine is not None:
+            new = _installed_packages() - before
+            machine.installed = sorted(set(machine.installed) | new)
+    if res.returncode != 0:
+        raise ClusterError(
+            f"apt-get install failed (rc={res.returncode}):\n"
+            f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+        )
     still = _missing_binaries()
     if still:
         raise ClusterError(f"binaries still missing after install: {still}")
     return time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------
+# leaving the machine as it was found
+#
+# With SLURM's client tools installed and an /etc/slurm/slurm.conf whose
+# controller does not answer, every `snakemake` start waits ~10 s (the slurm
+# executor plugin runs `scontrol show config` when it is imported).  So the
+# session that installed the packages removes them again, with what they and
+# the cluster left behind.
+
+# Paths the packages or start_cluster create and purging the packages can
+# leave behind (MariaDB's data directory and debian.cnf, run dirs, state).
+# Removed at restore when they did not exist before the test.
+LEFTOVER_PATHS = tuple(Path(p) for p in (
+    "/etc/slurm", "/etc/munge", "/etc/mysql",
+    "/var/lib/slurm", "/var/lib/munge", "/var/lib/mysql",
+    "/var/log/slurm", "/var/log/munge", "/var/log/mysql",
+    "/run/slurm", "/run/munge", "/run/mysqld",
+))
+# files start_cluster writes (or the munge package generates), and munged's seed
+OWN_FILES = (SLURM_CONF, SLURMDBD_CONF, MUNGE_KEY, Path("/var/lib/munge/munged.seed"))
+# SLURM state of the test cluster (job scripts with their environment, node
+# credentials), wiped at every start: emptied at restore (removed if new)
+STATE_DIRS = (SLURM_STATE / "slurmctld", SLURM_STATE / "slurmd")
+# system users/groups the packages create (purge removes slurm and munge, not mysql)
+SYSTEM_ACCOUNTS = ("slurm", "munge", "mysql")
+# a process running one of these blocks the removal of the packages
+DAEMON_BINARIES = ("slurmctld", "slurmd", "slurmdbd", "slurmstepd", "munged",
+                   "mariadbd", "mysqld")
+
+
+def _installed_packages() -> set[str]:
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package}\t${Status}\n"], capture_output=True, text=True,
+        check=False,
+    )
+    out = set()
+    for line in res.stdout.splitlines():
+        name, _, status = line.partition("\t")
+        if status.strip() == "install ok installed":
+            out.add(name)
+    return out
+
+
+def _accounts(db: str) -> set[str]:
+    try:
+        return {ln.split(":", 1)[0] for ln in Path(db).read_text().splitlines() if ln}
+    except OSError:
+        return set()
+
+
+@dataclass
+class MachineRecord:
+    """What the machine looked like before the cluster was installed and
+    started, and what the session then installed."""
+
+    packages: frozenset[str]  # dpkg packages installed before
+    paths: frozenset[Path]  # which of LEFTOVER_PATHS, OWN_FILES, STATE_DIRS existed before
+    users: frozenset[str]
+    groups: frozenset[str]
+    installed: list[str] = field(default_factory=list)  # by install_packages
+
+
+def record_machine() -> MachineRecord:
+    return MachineRecord(
+        packages=frozenset(_installed_packages()),
+        paths=frozenset(p for p in (*LEFTOVER_PATHS, *OWN_FILES, *STATE_DIRS) if p.exists()),
+        users=frozenset(_accounts("/etc/passwd")),
+        groups=frozenset(_accounts("/etc/group")),
+    )
+
+
+@dataclass
+class Restored:
+    """What :func:`restore_machine` did."""
+
+    packages: list[str] = field(default_factory=list)  # purged
+    paths: list[str] = field(default_factory=list)  # removed
+    accounts: list[str] = field(default_factory=list)  # users/groups deleted
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)  # what could not be undone
+
+    def summary(self) -> str:
+        pk = f"{len(self.packages)} packages ({' '.join(self.packages)})" if self.packages \
+            else "no packages (none installed by this session)"
+        text = (f"removed {pk}; files {self.paths or 'none'}; "
+                f"users/groups {self.accounts or 'none'}; {self.seconds:.1f}s")
+        return text + (f"; PROBLEMS: {self.problems}" if self.problems else "")
+
+
+def _daemon_processes() -> list[str]:
+    """``"pid name"`` of running processes whose executable is a SLURM, munge
+    or MariaDB daemon."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        name = Path(exe.removesuffix(" (deleted)")).name
+        if name in DAEMON_BINARIES:
+            found.append(f"{entry.name} {name}")
+    return found
+
+
+def restore_machine(machine: MachineRecord, timeout: float = 600) -> Restored:
+    """Undo what installing and running the cluster changed, once every
+    daemon is stopped: the files the cluster wrote under /etc (only those
+    that were not there before), then, if this session installed packages,
+    exactly those (``apt-get remove --purge``), what their purge leaves
+    behind (``LEFTOVER_PATHS`` that did not exist before) and the system
+    users/groups they created; the test cluster's SLURM state is emptied
+    (``STATE_DIRS``).  Packages, files and accounts that existed before are
+    left alone.  Refuses (``problems``) while a SLURM, munge or
+    MariaDB daemon still runs.  A later ``start_cluster`` installs and
+    starts everything from scratch again."""
+    t0 = time.monotonic()
+    done = Restored()
+    deadline = time.monotonic() + 20  # slurmstepd may outlive slurmd briefly
+    busy = _daemon_processes()
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.5)
+        busy = _daemon_processes()
+    if busy:
+        done.problems.append(f"daemons still running, nothing removed: {busy}")
+        done.seconds = time.monotonic() - t0
+        return done
+
+    # our files under /etc (with pre-installed packages, the packages stay but
+    # a slurm.conf pointing at a controller that is gone would still make
+    # every `scontrol` -- and so every snakemake start -- wait ~10 s)
+    for f in OWN_FILES:
+        if f in machine.paths or not f.exists():
+            continue
+        if f in (SLURM_CONF, SLURMDBD_CONF) and MARKER not in f.read_text(errors="replace"):
+            continue  # not ours after all
+        f.unlink()
+        done.paths.append(str(f))
+
+    if machine.installed:
+        present = sorted(set(machine.installed) & _installed_packages())
+        env = _env()
+        env["DEBIAN_FRONTEND"] = "noninteractive"
+        cmd = ["apt-get", "remove", "--purge", "-y", "-q", *present]
+        # what apt would remove: exactly those, nothing that depends on them
+        sim = subprocess.run(["apt-get", "-s", *cmd[1:]], capture_output=True, text=True,
+                             env=env, timeout=120, check=False)
+        would = {ln.split()[1].split(":")[0] for ln in sim.stdout.splitlines()
+                 if ln.startswith(("Purg ", "Remv "))}
+        if sim.returncode != 0 or would - set(present):
+            done.problems.append(
+                f"apt-get would also remove {sorted(would - set(present))} "
+                f"(rc={sim.returncode}); nothing removed:\n{sim.stderr[-2000:]}")
+        elif present:
+            try:
+                with _no_service_actions():
+                    res = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                         timeout=timeout, check=False)
+            except subprocess.TimeoutExpired:
+                res = None
+            left = sorted(set(present) & _installed_packages())
+            if res is None or res.returncode != 0 or left:
+                detail = "timed out" if res is None else (
+                    f"rc={res.returncode}\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}")
+                done.problems.append(f"apt-get remove --purge: {detail}; still installed {left}")
+            done.packages = sorted(set(present) - set(left))
+        if not done.problems:
+            for name in SYSTEM_ACCOUNTS:
+                for kind, db, tool, before in (("user", "/etc/passwd", "userdel", machine.users),
+                                               ("group", "/etc/group", "groupdel", machine.groups)):
+                    if name in before or name not in _accounts(db):
+                        continue
+                    r = subprocess.run([tool, name], capture_output=True, text=True, check=False)
+                    if r.returncode == 0:
+                        done.accounts.append(f"{kind} {name}")
+                    else:
+                        done.problems.append(f"{tool} {name}: {r.stderr.strip()}")
+    if not done.problems:
+        # what purging leaves (MariaDB's datadir, /etc/mysql/debian.cnf) and
+        # what start_cluster made (/run/slurm with the PID record, state dirs)
+        for p in LEFTOVER_PATHS:
+            if p in machine.paths or not (p.exists() or p.is_symlink()):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            done.paths.append(str(p))
+        for d in STATE_DIRS:
+            if not d.is_dir():
+                continue
+            if d not in machine.paths:
+                shutil.rmtree(d)
+                done.paths.append(str(d))
+                continue
+            entries = list(d.iterdir())
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            if entries:
+                done.paths.append(f"{d}/* ({len(entries)} entries)")
+    done.seconds = time.monotonic() - t0
+    return done
 
 
 # --------------------------------------------------------------------------
@@ -305,6 +539,8 @@ class SlurmCluster:
     install_seconds: float = 0.0
     start_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # the machine before the cluster was installed (see restore_machine)
+    machine: MachineRecord | None = None
 
     # -- introspection -----------------------------------------------------
 
@@ -615,17 +851,23 @@ StorageLoc=slurm_acct_db
 # start
 
 
-def start_cluster(workdir: Path, timeout: float = 60) -> SlurmCluster:
+def start_cluster(workdir: Path, timeout: float = 60,
+                  machine: MachineRecord | None = None) -> SlurmCluster:
     """Install if needed, configure and start a one-node SLURM on 127.0.0.1.
 
     ``timeout`` bounds each individual wait (seconds).  On any failure every
     daemon started so far is stopped and ``ClusterError`` is raised with the
-    relevant log tail.
+    relevant log tail.  ``machine``: the state recorded before (by
+    :func:`record_machine`; recorded here when not given), which gets the
+    packages installed now, for :func:`restore_machine` -- also when the
+    start fails.
     """
     t_start = time.monotonic()
     ok, reason = cluster_available()
     if not ok:
         raise ClusterError(reason)
+    if machine is None:
+        machine = record_machine()
     reaped = reap_stale()
     busy = [p for p in (SLURMCTLD_PORT, SLURMD_PORT, SLURMDBD_PORT) if not _port_free(p)]
     if busy:
@@ -634,7 +876,7 @@ def start_cluster(workdir: Path, timeout: float = 60) -> SlurmCluster:
             "(check `ps -eo pid,cmd | grep slurm`)"
         )
 
-    install_seconds = install_packages()
+    install_seconds = install_packages(machine=machine)
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -643,6 +885,7 @@ def start_cluster(workdir: Path, timeout: float = 60) -> SlurmCluster:
     nodename, node_line = _node_line()
     cluster = SlurmCluster(workdir=workdir, nodename=nodename)
     cluster.install_seconds = round(install_seconds, 2)
+    cluster.machine = machine
     cluster.reaped = reaped
     try:
         _start(cluster, node_line, timeout)

@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 
 from .cluster import (
+    SLURM_CONF,
     ClusterError,
     cluster_available,
     free_port,
+    record_machine,
+    restore_machine,
     start_cluster,
     stop_process_group,
 )
@@ -29,10 +32,21 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+# Set to 1 to keep what the session installed (faster reruns while working on
+# these tests; every `snakemake` start then waits ~10 s on `scontrol`).
+KEEP_ENV = "L2O_SLURM_KEEP_PACKAGES"
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A running SlurmCluster, started once per session (shared by every
     module of tests/slurm) and stopped (by PID) at the end of the session.
+
+    The machine is left as the session found it: after the daemons are
+    stopped, the Debian packages the start had to install (and only those)
+    are purged again, with the files the cluster wrote under /etc (see
+    ``cluster.restore_machine``), unless ``L2O_SLURM_KEEP_PACKAGES=1``.  A
+    machine where SLURM was installed before keeps it.
 
     Skips with the reason where the cluster cannot run, except in CI
     (CI=true), where that is a failure."""
@@ -41,23 +55,63 @@ def slurm_cluster(tmp_path_factory):
         if _in_ci():
             pytest.fail(f"SLURM cluster unavailable in CI: {reason}", pytrace=False)
         pytest.skip(reason)
+    machine = record_machine()
     workdir = tmp_path_factory.mktemp("slurm-cluster")
     t0 = time.monotonic()
     try:
-        cluster = start_cluster(workdir)
+        cluster = start_cluster(workdir, machine=machine)
     except ClusterError as e:
-        pytest.fail(f"could not start the SLURM cluster:\n{e}", pytrace=False)
+        problems = _restore(machine, tmp_path_factory)  # undo a half-done install
+        pytest.fail(f"could not start the SLURM cluster:\n{e}"
+                    + (f"\nrestoring the machine: {problems}" if problems else ""),
+                    pytrace=False)
     print(
         f"\n[slurm] cluster start: {time.monotonic() - t0:.1f}s "
-        f"(install {cluster.install_seconds}s; steps {cluster.timings}); "
-        f"pids {cluster.pids}; logs in {workdir / 'logs'}"
+        f"(install {cluster.install_seconds}s, {len(machine.installed)} packages; "
+        f"steps {cluster.timings}); pids {cluster.pids}; logs in {workdir / 'logs'}"
     )
     try:
         yield cluster
     finally:
         t1 = time.monotonic()
-        codes = cluster.stop()
-        print(f"\n[slurm] cluster stop: {time.monotonic() - t1:.1f}s, exit codes {codes}")
+        try:
+            codes = cluster.stop()
+            print(f"\n[slurm] cluster stop: {time.monotonic() - t1:.1f}s, exit codes {codes}")
+        finally:
+            # restore_machine itself refuses while a daemon still runs
+            problems = _restore(machine, tmp_path_factory)
+        if problems:
+            pytest.fail(f"the machine was not left as found: {problems}", pytrace=False)
+
+
+def _restore(machine, tmp_path_factory) -> list[str]:
+    """``restore_machine`` unless KEEP_ENV; prints what it did and, when it
+    removed SLURM, how long a `snakemake` with nothing to do takes now."""
+    if os.environ.get(KEEP_ENV, "") not in ("", "0"):
+        print(f"[slurm] {KEEP_ENV} set: kept the {len(machine.installed)} packages "
+              f"installed by this session ({' '.join(machine.installed) or 'none'})")
+        return []
+    restored = restore_machine(machine)
+    print(f"[slurm] machine restored: {restored.summary()}")
+    if restored.packages or restored.paths:
+        print(f"[slurm] after restore: no-op snakemake {_noop_snakemake(tmp_path_factory):.1f}s; "
+              f"scontrol {shutil.which('scontrol') or 'not installed'}; "
+              f"{SLURM_CONF} {'exists' if SLURM_CONF.exists() else 'absent'}")
+    return restored.problems
+
+
+def _noop_snakemake(tmp_path_factory) -> float:
+    """Seconds of a `snakemake -n` with nothing to do (mostly start-up:
+    importing the executor plugins; the slurm one calls `scontrol`)."""
+    work = tmp_path_factory.mktemp("noop-snakemake")
+    (work / "done.txt").write_text("done\n")
+    (work / "Snakefile").write_text('rule all:\n    input: "done.txt"\n')
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+    t0 = time.monotonic()
+    subprocess.run([*cmd, "--cores", "2", "-n"], cwd=work, capture_output=True,
+                   timeout=120, check=False)
+    return time.monotonic() - t0
 
 
 # --------------------------------------------------------------------------

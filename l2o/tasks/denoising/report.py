@@ -20,7 +20,7 @@ PAPER = {
 LABELS = {
     "dncnn": "DnCNN", "dncnn_stop": "DnCNN-stop (I+II)", "dncnn_stop_ft": "DnCNN-stop (I+II+III)",
     "dncnn_matched": "DnCNN, DnCNN-stop's training budget", "aevb": "AEVB",
-    "dncnn_fixed_depth": "fixed depth = mean stop", "dncnn_stop_heuristic": "non-learned rule, same cost",
+    "dncnn_fixed_depth": "fixed depth ≈ mean stop", "dncnn_stop_heuristic": "non-learned rule, same cost",
     "bm3d": "BM3D (given the true σ)", "nlm": "non-local means (blind, own σ estimate)", "noisy": "noisy input",
 }
 
@@ -93,7 +93,7 @@ def stop_table(res: TaskResults) -> pd.DataFrame:
         row["PSNR at stop"] = fmt(_v(s, stop, cond)[0])
         row["PSNR at last head"] = fmt(_v(s, stop, cond, "psnr_last")[0])
         row["PSNR at oracle head"] = fmt(_v(s, stop, cond, "psnr_oracle")[0])
-        row["fixed depth, same mean cost"] = fmt(_v(s, res.method("fixed_depth"), cond)[0])
+        row["fixed depth ≈ mean cost"] = fmt(_v(s, res.method("fixed_depth"), cond)[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -248,6 +248,8 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
         *optional_ablations(res),
         skeptic_section(res),
         ("Time per image (test set, this machine)", [time_table(res)]),
-        figures_section(res, label, "PSNR (dB)", condition="noise level σ",
-                        more=[pictures] if pictures is not None else []),
+        figures_section(res, label, "PSNR (dB)", condition="noise level σ (* unseen in training)",
+                        more=[pictures] if pictures is not None else [],
+                        condition_label=lambda c: ("*" if unseen(sigma_of(c), res.data_meta["config"]) else "")
+                        + c.removeprefix("sigma")),
     ]

@@ -25,7 +25,7 @@ PAPER = {
 }
 LABELS = {
     "lista": "LISTA", "lista_stop": "LISTA-stop (I+II)",
-    "lista_stop_ft": "LISTA-stop (I+II+III)", "aevb": "AEVB", "lista_fixed_depth": "fixed depth = mean stop",
+    "lista_stop_ft": "LISTA-stop (I+II+III)", "aevb": "AEVB", "lista_fixed_depth": "fixed depth ≈ mean stop",
     "lista_stop_heuristic": "non-learned rule, same cost",
     "lista_matched": "LISTA, LISTA-stop's training budget",
 }
@@ -164,5 +164,6 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
     largest = max(budgets) if budgets else None
     curves = {k: v for k, v in info.get("curves_nmse_db", {}).items()
               if largest and k in (f"ista_t{largest}", f"fista_t{largest}")}
-    out.append(figures_section(res, label, "NMSE (dB)", condition="SNR block", extra_curves=curves, log_x=True))
+    out.append(figures_section(res, label, "NMSE (dB)", condition="SNR (dB)", extra_curves=curves, log_x=True,
+                               condition_label=lambda c: c.removeprefix("snr")))
     return out
