@@ -247,7 +247,11 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
         ("Where does the policy stop? Per noise level", [stop_table(res)]),
         *optional_ablations(res),
         skeptic_section(res),
-        ("Time per image (test set, this machine)", [time_table(res)]),
+        ("Time per image (test set, this machine)", [
+            time_table(res),
+            "One pass over the test images after a one-image warm-up, beside the other jobs of the run: a rough "
+            "figure. `python -m bench.denoising` measures early exit against all layers properly (medians, the "
+            "ideal speed-up in FLOPs)."]),
         figures_section(res, label, "PSNR (dB)", condition="noise level σ (* unseen in training)",
                         more=[pictures] if pictures is not None else [],
                         condition_label=lambda c: ("*" if unseen(sigma_of(c), res.data_meta["config"]) else "")
