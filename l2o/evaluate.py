@@ -246,6 +246,14 @@ def _baselines_at_equal_cost(task, spec, net, out, stop_steps, candidates, info)
     idx = np.asarray(cols)[first_below(out.change[:, cols], eps)]
     rows += _rows(task, heur, out.at(idx), out.conditions, True)
     rows += metric_rows(task.name, heur, "mean_stop", {"mixed": float(idx.mean() + 1)})
+    # the best single depth on validation, whatever its cost: a fixed depth tuned as hard as the policy
+    m = task.metric
+    per_step = [task.summarise({k: v[:, t] for k, v in val.components.items()})[m] for t in range(T)]
+    best = int(np.argmax(per_step) if task.higher_is_better else np.argmin(per_step)) + 1
+    name = spec.method("best_depth")
+    rows += _rows(task, name, {k: v[:, best - 1] for k, v in out.components.items()}, out.conditions, True)
+    rows += metric_rows(task.name, name, "mean_stop", {"mixed": float(best)})
+    info["best_depth"] = best
     info["fixed_depth"] = depth
     info["heuristic_eps"] = eps
     return rows

@@ -11,7 +11,8 @@ from l2o.report.stats import MIN_POSSIBLE_GAIN, cell, digits_for, fmt, paired_di
 
 NOTE = (
     "(a) stopping vs always running to the last step T; (b) the same model at a fixed depth of about the "
-    "policy's mean cost (the better on validation of the two whole depths around it); (c) a non-learned "
+    "policy's mean cost (the better on validation of the two whole depths around it), (b') the depth that is "
+    "best on validation whatever its cost, i.e. a fixed depth tuned as hard as the policy; (c) a non-learned "
     "rule: stop at the first of the policy's candidate steps whose state changed by less than ε "
     "(relative), ε tuned on validation under the policy's mean cost; (d) each example's best step, "
     "chosen with the label (an upper bound no policy can beat), its gain over the last step and the "
@@ -35,6 +36,8 @@ def readings(res: TaskResults) -> list[tuple[str, str, str]]:
         ("expected under q_φ", stop, f"{m}_expected"),
         ("(a) last step T", stop, f"{m}_last"),
         ("(b) fixed depth ≈ mean stop", res.method("fixed_depth"), m),
+        ("(b') best fixed depth on validation (any cost)", res.method("best_depth"), m),
+        ("(b') that depth", res.method("best_depth"), "mean_stop"),
         ("(c) non-learned rule, same cost", res.method("heuristic"), m),
         ("(d) oracle best step (upper bound)", stop, f"{m}_oracle"),
         (f"(d) oracle's gain over the last step ({unit})".replace(" ()", ""), stop, "gain_possible"),

@@ -47,11 +47,23 @@ def sampled_oracle_loss(
     :param Tensor losses: (B, K).
     :return: scalar, mean over the batch of the drawn steps' losses.
     """
+    idx = draw_oracle_steps(losses, beta, log_prior, generator)
+    return losses.gather(1, idx).mean()
+
+
+def draw_oracle_steps(
+    losses: Tensor,
+    beta: float,
+    log_prior: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One step per example drawn from the oracle ``q*`` of its losses: (B, K) -> (B, 1) long, 0-based.
+
+    Drawn on the CPU, so that a CPU generator gives the same draws on any device.
+    """
     with torch.no_grad():
         q = oracle_log_distribution(losses.detach(), beta, log_prior).exp()
-        # drawn on the CPU so that a CPU generator gives the same draws on any device
-        idx = torch.multinomial(q.cpu(), 1, generator=generator).to(losses.device)  # (B, 1)
-    return losses.gather(1, idx).mean()
+        return torch.multinomial(q.cpu(), 1, generator=generator).to(losses.device)
 
 
 def no_entropy_loss(losses: Tensor, beta: float, log_prior: Tensor | None = None) -> Tensor:

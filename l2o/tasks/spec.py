@@ -64,5 +64,6 @@ METHOD_NAMES = {
     "aevb": "aevb",
     "matched": "{model}_matched",
     "fixed_depth": "{model}_fixed_depth",
+    "best_depth": "{model}_best_depth",
     "heuristic": "{model}_stop_heuristic",
 }

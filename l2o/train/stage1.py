@@ -32,6 +32,22 @@ from l2o.tracking import NullTracker
 INITS = ("scratch", "baseline")
 
 
+def sampled_step_loss(task, net, batch, beta: float, generator: torch.Generator) -> torch.Tensor:
+    """Stage I ``sampled`` with the memory of one step (paper App. B.2.2): every step's loss is
+    computed without a graph to form ``q*``, a step ``t ~ q*`` is drawn per example, and only the
+    drawn steps' losses are recomputed with their graph (the model runs to the latest drawn step;
+    the loss, e.g. MAML's query forward, is taken at one step per example). Same gradient in
+    expectation as the soft-min; one extra forward pass without a graph."""
+    from l2o.stopping.objectives import draw_oracle_steps
+
+    inputs = task.model_inputs(batch)
+    with torch.no_grad():
+        idx = draw_oracle_steps(task.step_losses(net(inputs), batch), beta, generator=generator).squeeze(1)
+    states = net(inputs, list(range(1, int(idx.max()) + 2)))  # (t_max, B, ...), with the graph
+    picked = states[idx.to(states.device), torch.arange(states.shape[1], device=states.device)]
+    return task.step_losses(picked.unsqueeze(0), batch).mean()
+
+
 @dataclass
 class Stage1Config(OptimConfig):
     """Config section ``stage1``."""
@@ -79,6 +95,8 @@ def run(
     gen = make_generator(seed, "stage1")
 
     def loss_fn(batch):
+        if cfg.loss == "sampled":
+            return sampled_step_loss(job, net, batch, cfg.beta, gen)
         losses = job.step_losses(net(job.model_inputs(batch)), batch)
         return stage1_loss(cfg.loss, losses, cfg.beta, generator=gen)
 
