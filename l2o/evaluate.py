@@ -28,7 +28,7 @@ import torch
 
 from l2o.checkpoints import build_model, build_policy, load_checkpoint
 from l2o.io import atomic_path, write_json_atomic
-from l2o.metrics import by_condition, condition_rows, metric_rows, write_table
+from l2o.metrics import by_condition, condition_rows, metric_rows, ordered_conditions, write_table
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.inference import predict_early_exit, stop_index
 from l2o.tasks.registry import load_task, task_spec
@@ -104,8 +104,7 @@ def _stopping_rows(task, method, out, candidates, uniforms, mixed):
 
 
 def _ordered(conditions: np.ndarray) -> list[str]:
-    _, first = np.unique(conditions, return_index=True)
-    return [str(c) for c in conditions[np.sort(first)]]
+    return ordered_conditions(conditions)
 
 
 def _curves(task, out, q, stop_steps, candidates, T) -> dict:
@@ -137,20 +136,28 @@ def timed_pass(fn, batches: list) -> float:
         return time.perf_counter() - t0
 
 
-def _time_early_exit(task, net, policy, split, candidates) -> tuple[float, float, np.ndarray]:
-    """Seconds for early-exit inference and for computing every step over a set; the early-exit stops."""
+def _early_exit(task, net, policy, split, candidates, timed: bool) -> tuple[float, float, np.ndarray]:
+    """The early-exit stops over a set, and (``timed``) the seconds of early-exit inference and of
+    computing every step (NaN when not timed)."""
     batches = list(task.eval_batches(split))
+    with torch.no_grad():
+        stops = np.concatenate([predict_early_exit(task, net, policy, b, candidates)[1].cpu().numpy()
+                                for b in batches])
+    if not timed:
+        return float("nan"), float("nan"), stops
     early = timed_pass(lambda b: predict_early_exit(task, net, policy, b, candidates), batches)
-    stops = [predict_early_exit(task, net, policy, b, candidates)[1].cpu().numpy() for b in batches]
     full = timed_pass(lambda b: net(task.model_inputs(b)), batches)
-    return early, full, np.concatenate(stops)
+    return early, full, stops
 
 
-def _time_last_only(task, net, split) -> tuple[float, int]:
-    """Seconds to compute only the last step's output over a set (the plain model's cost), and examples."""
+def _time_last_only(task, net, split, timed: bool) -> tuple[float, int]:
+    """Seconds to compute only the last step's output over a set (the plain model's cost; NaN when not
+    ``timed``), and the number of examples."""
     batches = list(task.eval_batches(split))
-    seconds = timed_pass(lambda b: net(task.model_inputs(b), [net.num_steps]), batches)
-    return seconds, sum(len(next(iter(b.values()))) for b in batches)
+    n = sum(len(next(iter(b.values()))) for b in batches)
+    if not timed:
+        return float("nan"), n
+    return timed_pass(lambda b: net(task.model_inputs(b), [net.num_steps]), batches), n
 
 
 def run_models(
@@ -163,16 +170,23 @@ def run_models(
     out_showcase: Path | None = None,
     seed: int = 0,
     sample_seed: int = 0,
+    time_inference: bool = True,
     device=None,
 ) -> pd.DataFrame:
-    """Evaluate one seed's checkpoints, given by role (:data:`ROLES`)."""
+    """Evaluate one seed's checkpoints, given by role (:data:`ROLES`).
+
+    ``time_inference`` times a pass of each model computing its last step only, and of the
+    stopping models with early exit and with every step (each as long as the evaluation's
+    own pass: turn it off for costly tasks and use the bench). Early exit runs either way,
+    and must stop every example where the compute-everything path does."""
     unknown = sorted(set(checkpoints) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown model role(s) {unknown}; known: {ROLES}")
     job = load_task(task, data, device)
     spec = task_spec(task)
     rows: list[dict] = []
-    curves: dict = {"seed": seed, "task": task, "metric": job.metric, "higher_is_better": job.higher_is_better}
+    curves: dict = {"seed": seed, "task": task, "metric": job.metric, "higher_is_better": job.higher_is_better,
+                    "gain_floor": job.gain_floor}
     loaded = {}
     for role, path in checkpoints.items():
         method = spec.method(role)
@@ -190,7 +204,7 @@ def run_models(
                           change=role == "stop" and mixed)
             curves.setdefault("conditions", {})[split] = (["mixed"] if mixed else []) + _ordered(out.conditions)
             if mixed:
-                info["last_only_seconds"], info["examples"] = _time_last_only(job, net, split)
+                info["last_only_seconds"], info["examples"] = _time_last_only(job, net, split, time_inference)
                 info[f"{job.metric}_per_step"] = [
                     job.summarise({k: v[:, t] for k, v in out.components.items()})[job.metric]
                     for t in range(out.losses.shape[1])]
@@ -204,7 +218,7 @@ def run_models(
             rows += srows
             if not mixed:
                 continue
-            early, full, ee_steps = _time_early_exit(job, net, policy, split, candidates)
+            early, full, ee_steps = _early_exit(job, net, policy, split, candidates, time_inference)
             info.update(_curves(job, out, q, stop_steps, candidates, net.num_steps))
             info.update(early_exit_seconds=early, all_steps_seconds=full,
                         early_exit_agrees=bool((ee_steps == stop_steps).all()))

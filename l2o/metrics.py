@@ -6,6 +6,7 @@ examples of the main test set).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,26 @@ def metric_rows(task: str, method: str, metric: str, values: dict[str, float]) -
     ]
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``shots2`` before ``shots10``.
+
+    >>> sorted(["shots10", "shots2", "snr20"], key=natural_key)
+    ['shots2', 'shots10', 'snr20']
+    """
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name)))
+
+
+def ordered_conditions(conditions: np.ndarray) -> list[str]:
+    """The distinct conditions, in natural order."""
+    return sorted({str(c) for c in conditions}, key=natural_key)
+
+
 def by_condition(summarise, components: dict[str, np.ndarray], conditions: np.ndarray, mixed: bool = True,
                  weights: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """``{condition: {metric: value}}`` over all examples (``mixed``) and per condition.
 
     :param summarise: the task's ``summarise(components, weights=None) -> {metric: value}``.
-    :param components: ``{name: (N,)}``; ``conditions`` (N,) labels, in first-appearance order.
+    :param components: ``{name: (N,)}``; ``conditions`` (N,) labels (reported in natural order).
 
     >>> mean = lambda c, weights=None: {"m": float(c["x"].mean())}
     >>> by_condition(mean, {"x": np.array([1.0, 3.0, 5.0])}, np.array(["a", "a", "b"]))
@@ -47,10 +62,9 @@ def by_condition(summarise, components: dict[str, np.ndarray], conditions: np.nd
     out = {}
     if mixed:
         out["mixed"] = summarise(components, weights=weights)
-    _, first = np.unique(conditions, return_index=True)
-    for cond in conditions[np.sort(first)]:
+    for cond in ordered_conditions(conditions):
         sel = conditions == cond
-        out[str(cond)] = summarise({k: v[sel] for k, v in components.items()},
+        out[cond] = summarise({k: v[sel] for k, v in components.items()},
                                    weights=None if weights is None else weights[sel])
     return out
 

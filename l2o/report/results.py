@@ -76,6 +76,10 @@ class TaskResults:
         return [self.method(r) for r in STOPPING_ROLES if self.method(r) in self.curves[0]]
 
     @property
+    def gain_floor(self) -> float:
+        return float(self.curves[0].get("gain_floor", 0.5))
+
+    @property
     def n_seeds(self) -> int:
         return len(self.tables)
 
@@ -89,7 +93,8 @@ def load_task_results(spec: TaskSpec, inputs: TaskInputs, config: dict, plots_di
     stopping = [spec.method(r) for r in STOPPING_ROLES]
     variants = {name: {"tables": [pd.read_csv(p) for p in v["tables"]], "overrides": v["overrides"]}
                 for name, v in (inputs.ablations or {}).items()}
-    seed_tables = tables + [gain_rows(t, stopping, metric, higher) for t in tables]
+    floor = float(curves[0].get("gain_floor", 0.5))
+    seed_tables = tables + [gain_rows(t, stopping, metric, higher, floor) for t in tables]
     seed_tables += [ablation_rows(name, t, spec.method("stop")) for name, v in variants.items() for t in v["tables"]]
     summary = aggregate([t for t in seed_tables if not t.empty])
     if inputs.classical is not None:

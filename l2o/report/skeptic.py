@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from l2o.report.results import TaskResults
-from l2o.report.stats import MIN_POSSIBLE_GAIN, cell, digits_for, fmt, paired_difference, seed_values
+from l2o.report.stats import cell, digits_for, fmt, paired_difference, seed_values
 
 NOTE = (
     "(a) stopping vs always running to the last step T; (b) the same model at a fixed depth of about the "
@@ -23,7 +23,10 @@ NOTE = (
 
 
 def metric_unit(metric: str) -> str:
-    return "dB" if metric.endswith("db") or metric.startswith("psnr") else ""
+    """``dB`` for NMSE and PSNR, ``%`` for accuracy, nothing else."""
+    if metric.endswith("db") or metric.startswith("psnr"):
+        return "dB"
+    return "%" if metric.startswith("accuracy") else ""
 
 
 def readings(res: TaskResults) -> list[tuple[str, str, str]]:
@@ -61,7 +64,7 @@ def skeptic_table(res: TaskResults) -> pd.DataFrame:
 
 
 def skeptic_note(res: TaskResults) -> str:
-    return NOTE.format(floor=MIN_POSSIBLE_GAIN, unit=metric_unit(res.metric))
+    return NOTE.format(floor=res.gain_floor, unit=metric_unit(res.metric)).replace(" )", ")")
 
 
 def _better(a: float, b: float, higher: bool) -> bool:
@@ -72,6 +75,7 @@ def stopping_findings(res: TaskResults) -> list[str]:
     """Plain statements about the learned stop, computed from the summary (mixed condition)."""
     m, higher, s = res.metric, res.higher_is_better, res.summary
     unit = metric_unit(m)
+    u = f" {unit}" if unit else ""
 
     def v(method, metric=m, cond="mixed"):
         return cell(s, method, cond, metric)[0]
@@ -81,24 +85,24 @@ def stopping_findings(res: TaskResults) -> list[str]:
     name_stop, name_base = f"{res.spec.display}-stop", res.spec.display
     if np.isfinite(stop) and np.isfinite(base):
         verdict = "beats" if _better(stop, base, higher) else "does NOT beat"
-        out.append(f"{name_stop} {verdict} the plain {name_base}: {stop:.2f} vs {base:.2f} {unit} "
-                   f"({stop - base:+.2f} {unit}, mixed).")
+        out.append(f"{name_stop} {verdict} the plain {name_base}: {stop:.2f} vs {base:.2f}{u} "
+                   f"({stop - base:+.2f}{u}, mixed).")
     fixed, heur, last = v(res.method("fixed_depth")), v(res.method("heuristic")), v(res.method("stop"), f"{m}_last")
     if np.isfinite(stop) and np.isfinite(fixed):
         verdict = "the policy wins" if _better(stop, fixed, higher) else "the policy does not win"
-        out.append(f"Against the same model at a fixed depth of about the same mean cost: {stop:.2f} vs {fixed:.2f} {unit} "
-                   f"({verdict}); against its own last step: {stop:.2f} vs {last:.2f} {unit}; against a tuned "
-                   f"non-learned rule of the same cost: {heur:.2f} {unit}.")
+        out.append(f"Against the same model at a fixed depth of about the same mean cost: {stop:.2f} vs {fixed:.2f}{u} "
+                   f"({verdict}); against its own last step: {stop:.2f} vs {last:.2f}{u}; against a tuned "
+                   f"non-learned rule of the same cost: {heur:.2f}{u}.")
     possible, captured = v(res.method("stop"), "gain_possible"), v(res.method("stop"), "gain_captured")
     if np.isfinite(possible):
-        if possible < MIN_POSSIBLE_GAIN:
-            out.append(f"The oracle's best step beats the last step by only {possible:.2f} {unit}: there is almost "
+        if possible < res.gain_floor:
+            out.append(f"The oracle's best step beats the last step by only {possible:.2f}{u}: there is almost "
                        f"nothing for a stopping policy to capture here; the learned stop changes the result by "
-                       f"{captured:+.2f} {unit} against the last step.")
+                       f"{captured:+.2f}{u} against the last step.")
         else:
             share = v(res.method("stop"), "gain_captured_pct")
-            out.append(f"The oracle's best step would gain {possible:.2f} {unit} over the last step; the learned "
-                       f"stop gains {captured:+.2f} {unit}, {share:.0f}% of it.")
+            out.append(f"The oracle's best step would gain {possible:.2f}{u} over the last step; the learned "
+                       f"stop gains {captured:+.2f}{u}, {share:.0f}% of it.")
     info = res.curves[0].get(res.method("stop"), {})
     mass = info.get("oracle_mass")
     if mass:
@@ -113,11 +117,11 @@ def stopping_findings(res: TaskResults) -> list[str]:
         out.append(f"Mean stop step {mean_stop:.2f} of T = {T}.")
     ft = v(res.method("stop_ft"))
     if np.isfinite(ft) and np.isfinite(stop):
-        out.append(f"Stage III fine-tuning: {ft:.2f} vs {stop:.2f} {unit} ({ft - stop:+.2f} {unit}).")
+        out.append(f"Stage III fine-tuning: {ft:.2f} vs {stop:.2f}{u} ({ft - stop:+.2f}{u}).")
     ae = v(res.method("aevb"))
     if np.isfinite(ae) and np.isfinite(stop):
         verdict = "better" if _better(ae, stop, higher) else "worse"
-        out.append(f"AEVB (joint training from scratch): {ae:.2f} {unit}, {verdict} than Stages I+II ({stop:.2f} {unit}).")
+        out.append(f"AEVB (joint training from scratch): {ae:.2f}{u}, {verdict} than Stages I+II ({stop:.2f}{u}).")
     return out
 
 
@@ -126,6 +130,7 @@ def matched_findings(res: TaskResults) -> list[str]:
     stop) vs the matched-budget control, paired over seeds."""
     m, higher = res.metric, res.higher_is_better
     unit = metric_unit(m)
+    u = f" {unit}" if unit else ""
     matched = seed_values(res.tables, res.method("matched"), metric=m)
     if not matched:
         return []
@@ -137,10 +142,10 @@ def matched_findings(res: TaskResults) -> list[str]:
         good = d > 0 if higher else d < 0
         if np.isfinite(ci):
             verdict = ("better" if good else "worse") if abs(d) > ci else "not distinguishable"
-            spread = f"± {ci:.2f} {unit}, paired 95% CI over {n} seeds"
+            spread = f"± {ci:.2f}{u}, paired 95% CI over {n} seeds"
         else:
             verdict, spread = ("better" if good else "not better"), "one seed: no CI"
         out.append(f"At equal training (same start, updates, optimiser and batches; plain loss): the stopping "
-                   f"model {what} vs the matched {res.spec.display}: {d:+.2f} {unit} ({spread}): "
+                   f"model {what} vs the matched {res.spec.display}: {d:+.2f}{u} ({spread}): "
                    f"{verdict}.")
     return out

@@ -75,13 +75,14 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
     return mean, ci, len(seeds)
 
 
-def gain_rows(table: pd.DataFrame, methods: list[str], metric: str, higher_is_better: bool) -> pd.DataFrame:
+def gain_rows(table: pd.DataFrame, methods: list[str], metric: str, higher_is_better: bool,
+              floor: float = MIN_POSSIBLE_GAIN) -> pd.DataFrame:
     """What stopping gains over the last step, per stopping method and condition of one seed's table.
 
     ``gain_possible``: the oracle's best step vs the last step; ``gain_captured``: the
     learned stop vs the last step (both in the metric's units, positive = better);
-    ``gain_captured_pct``: their ratio in %, NaN when the possible gain is below
-    :data:`MIN_POSSIBLE_GAIN`.
+    ``gain_captured_pct``: their ratio in %, NaN when the possible gain is below ``floor``
+    (the task's; :data:`MIN_POSSIBLE_GAIN` by default).
     """
     sign = 1.0 if higher_is_better else -1.0
     rows = []
@@ -93,7 +94,7 @@ def gain_rows(table: pd.DataFrame, methods: list[str], metric: str, higher_is_be
                 continue
             possible = sign * (v[f"{metric}_oracle"] - v[f"{metric}_last"])
             captured = sign * (v[metric] - v[f"{metric}_last"])
-            share = 100.0 * captured / possible if possible >= MIN_POSSIBLE_GAIN else float("nan")
+            share = 100.0 * captured / possible if possible >= floor else float("nan")
             base = {"task": sub.task.iloc[0], "method": method, "condition": cond, "seed": sub.seed.iloc[0]}
             rows += [{**base, "metric": "gain_possible", "value": possible},
                      {**base, "metric": "gain_captured", "value": captured},

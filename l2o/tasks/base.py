@@ -60,7 +60,8 @@ class StoppingTask(ABC):
     * ``model_label``: the predictive model's name in method names
       (``lista`` -> ``lista``, ``lista_stop``, ``lista_stop_ft``, ...);
     * ``metric``: the headline metric's name (``nmse_db``, ``psnr``) and
-      ``higher_is_better`` its direction; validation selects checkpoints on it.
+      ``higher_is_better`` its direction; validation selects checkpoints on it;
+    * ``gain_floor``: the smallest oracle gain (metric units) worth a percentage.
 
     An instance is a loaded data file on a device (:meth:`load`).
     """
@@ -69,6 +70,9 @@ class StoppingTask(ABC):
     model_label: ClassVar[str]
     metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
+    #: below this oracle gain over the last step (in the metric's units) the report gives no
+    #: "share of the gain captured": a ratio whose denominator is noise
+    gain_floor: ClassVar[float] = 0.5
 
     data_hash: str
     device: str
@@ -115,6 +119,12 @@ class StoppingTask(ABC):
     @abstractmethod
     def policy_args(self, policy: dict) -> dict:
         """The full constructor arguments of the stop policy for config section ``policy``."""
+
+    def check_policy(self, policy: dict) -> None:
+        """Raise ``ValueError`` naming the key on a bad config section ``policy``, before any work;
+        by default by building :meth:`policy_args` (a task whose policy sizes depend on the model
+        overrides this)."""
+        self.policy_args(policy)
 
     @abstractmethod
     def build_policy(self, policy_args: dict) -> nn.Module:

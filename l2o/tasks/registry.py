@@ -21,6 +21,8 @@ ENV_VAR = "L2O_TASKS"
 TASKS: dict[str, str] = {
     "sparse_recovery": "l2o.tasks.sparse_recovery.task:SparseRecoveryTask",
     "denoising": "l2o.tasks.denoising.task:DenoisingTask",
+    "few_shot_classification": "l2o.tasks.few_shot.task:FewShotClassificationTask",
+    "few_shot_regression": "l2o.tasks.few_shot.task:FewShotRegressionTask",
 }
 
 
@@ -66,10 +68,12 @@ def task_package(name: str) -> str:
 
 
 def task_spec(name: str):
-    """The task's :class:`~l2o.tasks.spec.TaskSpec` (its package's ``SPEC``; light import)."""
-    spec = getattr(importlib.import_module(task_package(name)), "SPEC", None)
+    """The task's :class:`~l2o.tasks.spec.TaskSpec`: its package's ``SPEC``, or ``SPECS[name]`` for a
+    package that holds several tasks (light import)."""
+    package = importlib.import_module(task_package(name))
+    spec = getattr(package, "SPECS", {}).get(name) or getattr(package, "SPEC", None)
     if spec is None:
-        raise AttributeError(f"task package {task_package(name)} defines no SPEC")
+        raise AttributeError(f"task package {task_package(name)} defines no SPEC (nor SPECS[{name!r}])")
     if spec.name != name:
         raise ValueError(f"task {name!r} is registered, but its SPEC is named {spec.name!r}")
     return spec

@@ -48,9 +48,11 @@ def run(
     cand_cfg, network = split_policy_section(policy)
     tracker = tracker or NullTracker()
     job = load_task(task, data, device)
-    model_args, policy_args = job.model_args(model), job.policy_args(network)
+    model_args = job.model_args(model)
+    job.check_policy(network)
     torch.manual_seed(seed)
     net = job.build_model(model_args)
+    policy_args = job.policy_args(network)  # after the model: a policy may read the model's features
     pol = job.build_policy(policy_args)
     candidates = list(range(1, net.num_steps + 1))
     result = train_jointly(

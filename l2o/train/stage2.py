@@ -71,10 +71,11 @@ def run(
     cand_cfg, network = split_policy_section(policy)
     tracker = tracker or NullTracker()
     job = load_task(task, data, device)
-    policy_args = job.policy_args(network)
+    job.check_policy(network)
     ckpt = load_checkpoint(model_ckpt, "predictive", job)
     beta = float(ckpt.get("beta") or 0.28)
     net = build_model(job, ckpt, model_ckpt)
+    policy_args = job.policy_args(network)  # after the model: a policy may read the model's features
     net.eval().requires_grad_(False)
     candidates, mass = candidate_steps_from_oracle(job, net, beta, cand_cfg.candidate_threshold)
     tracker.log_params({"candidate_steps": candidates})

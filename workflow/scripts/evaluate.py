@@ -8,5 +8,6 @@ with snakemake_job(snakemake) as job:
     df = run_models(task=job.task, data=Path(snakemake.input.data), checkpoints=checkpoints,
                     out_table=Path(snakemake.output.table), out_json=Path(snakemake.output.curves),
                     out_showcase=Path(snakemake.output.showcase), seed=job.seed,
-                    sample_seed=job.params["evaluate"]["sample_seed"])
+                    sample_seed=job.params["evaluate"]["sample_seed"],
+                    time_inference=job.params["evaluate"].get("time_inference", True))
     log_evaluation(job.tracker, df, Path(snakemake.output.curves))

@@ -1,0 +1,301 @@
+"""MAML's inner loop (Finn et al., 2017) as a step-wise model, with ``torch.func``.
+
+A batch of ``B`` few-shot tasks is adapted from the meta-parameters ``theta_0`` (the
+parameters of :attr:`MAML.net`) by ``T`` SGD steps on each task's support set:
+
+.. math:: \\theta_t = \\theta_{t-1} - \\alpha \\nabla_\\theta L^{support}(\\theta_{t-1}),
+   \\quad t = 1 .. T,
+
+where ``L^support`` is the mean loss over the task's real (unpadded) support examples. The
+state after step ``t`` is the adapted parameter vector ``theta_t`` of each task, (B, P); the
+task evaluates it on the query set with :meth:`MAML.predict` / :meth:`MAML.features`.
+
+Parameters travel as one flat vector per task: the net's parameters in
+``net.named_parameters()`` order (``body.*`` block by block -- for conv4 ``conv.weight,
+conv.bias, bn.weight, bn.bias`` per block -- then ``head.weight, head.bias``), each flattened
+row-major (:meth:`MAML.flat`, :meth:`MAML.unflat`). All tasks take their step at once with
+``vmap(grad(support_loss))``; the step stays differentiable w.r.t. ``theta_0`` (second-order
+MAML) unless ``first_order`` detaches the inner gradient (FOMAML).
+
+Differences from the released ``maml_stop`` code: BN affine parameters are adapted in the
+inner loop too (the released BN is not a MetaModule), and ``theta_0`` itself is not a state
+(the candidates are ``theta_1 .. theta_T``, as there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from l2o.models.meta_nets import MetaNetConfig, build_meta_net
+from l2o.models.step_model import StepModel
+
+LOSSES = ("ce", "mse")
+
+
+def per_example_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
+    """Loss of every example: (..., N, out) outputs -> (..., N).
+
+    :param Tensor outputs: (..., N, out) logits (``ce``) or predictions (``mse``).
+    :param Tensor targets: ``ce``: long labels broadcastable to (..., N);
+        ``mse``: floats broadcastable to (..., N, out).
+    :param str kind: ``ce`` (cross-entropy) or ``mse`` (squared error, mean over ``out``).
+
+    >>> per_example_loss(torch.zeros(2, 3), torch.tensor([0, 2]), "ce")
+    tensor([1.0986, 1.0986])
+    >>> per_example_loss(torch.ones(2, 1), torch.zeros(2, 1), "mse")
+    tensor([1., 1.])
+    """
+    if kind == "ce":
+        lead = outputs.shape[:-1]
+        logits = outputs.reshape(-1, outputs.shape[-1])
+        return F.cross_entropy(logits, targets.expand(lead).reshape(-1), reduction="none").reshape(lead)
+    if kind == "mse":
+        return (outputs - targets).square().mean(-1)
+    raise ValueError(f"model.loss must be one of {LOSSES}, got {kind!r}")
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the last dim of ``values`` (..., N) weighted by a 0/1 ``mask`` (..., N).
+
+    A row with no real example gives 0.
+
+    >>> masked_mean(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1.0, 1.0, 0.0]))
+    tensor(2.)
+    """
+    if mask is None:
+        return values.mean(-1)
+    mask = mask.to(values.dtype)
+    values = torch.where(mask > 0, values, torch.zeros_like(values))  # no 0 * inf = nan
+    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1e-12)
+
+
+@dataclass
+class MAMLConfig:
+    """The MAML learner.
+
+    :param dict net: :class:`~l2o.models.meta_nets.MetaNetConfig` fields (missing ones take
+        their defaults; stored filled in, so :meth:`MAML.describe` rebuilds the same net).
+    :param int num_steps: T, inner SGD steps (paper: 10); at least 2.
+    :param float inner_lr: alpha, the inner learning rate (paper: 0.1 Omniglot, 0.05
+        mini-ImageNet).
+    :param bool first_order: detach the inner gradient (FOMAML); default second order.
+    :param str loss: ``ce`` (classification, long labels) or ``mse`` (regression).
+    """
+
+    net: dict = field(default_factory=dict)
+    num_steps: int = 10
+    inner_lr: float = 0.01
+    first_order: bool = False
+    loss: str = "ce"
+
+    def __post_init__(self):
+        net = dict(self.net)
+        unknown = sorted(set(net) - {f.name for f in fields(MetaNetConfig)})
+        if unknown:
+            raise ValueError(f"model.net has unknown key(s) {unknown}")
+        try:
+            self.net = asdict(MetaNetConfig(**net))
+        except ValueError as err:  # name the key where it lives in the config
+            raise ValueError(str(err).replace("model.", "model.net.", 1)) from None
+        if int(self.num_steps) < 2:
+            raise ValueError(f"model.num_steps must be >= 2, got {self.num_steps}")
+        if not (math.isfinite(self.inner_lr) and self.inner_lr > 0):
+            raise ValueError(f"model.inner_lr must be > 0, got {self.inner_lr}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"model.loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+class MAML(StepModel):
+    """MAML's inner loop over a batch of few-shot tasks; ``forward(inputs)`` -> (T, B, P).
+
+    ``inputs`` is a dict (the rows are tasks; :func:`~l2o.models.step_model.take_rows` applies):
+
+    - ``support_x`` (B, S, ...) support inputs, ``support_y`` (B, S) long labels (``ce``) or
+      (B, S, out) floats (``mse``);
+    - ``support_mask`` (B, S), 1 = real example, 0 = padding (tasks with fewer shots are padded
+      to the largest; optional, default all real). Padded rows may hold anything: they are
+      zeroed before the net and do not enter the loss or the BN statistics;
+    - ``query_x`` (B, Q, ...) is not used by the inner loop (see :meth:`predict`).
+
+    BatchNorm uses batch statistics *per task*: over the task's real support examples in the
+    inner loop, and over the examples given to :meth:`predict` / :meth:`features` (the query
+    set) at readout -- transductive, as MAML does.
+
+    Step-wise use::
+
+        theta = model.init_state(inputs)             # (B, P), theta_0 per task
+        for t in range(1, model.num_steps + 1):
+            theta = model.step(t, theta, inputs)     # (B, P), theta_t
+            logits = model.predict(theta, qx)        # (B, Q, out)
+
+    ``step`` works under ``torch.no_grad()`` too (``torch.func.grad`` ignores an outer
+    no_grad): evaluation adapts without building the meta-gradient graph.
+
+    >>> model = MAML(MAMLConfig(net=dict(kind="mlp", hidden=[8], out_features=1),
+    ...                         num_steps=3, loss="mse"))
+    >>> inputs = dict(support_x=torch.randn(4, 5, 1), support_y=torch.randn(4, 5, 1))
+    >>> states = model(inputs)
+    >>> tuple(states.shape) == (3, 4, model.num_params)
+    True
+    >>> tuple(model.predict(states, torch.randn(4, 7, 1)).shape)
+    (3, 4, 7, 1)
+    """
+
+    def __init__(self, config: MAMLConfig | None = None):
+        super().__init__()
+        self.config = config = config or MAMLConfig()
+        self.net = build_meta_net(MetaNetConfig(**config.net))
+        named = list(self.net.named_parameters())
+        self._names = [n for n, _ in named]
+        self._shapes = [tuple(p.shape) for _, p in named]
+        self._numels = [p.numel() for _, p in named]
+
+    @property
+    def num_steps(self) -> int:
+        """T, inner SGD steps."""
+        return self.config.num_steps
+
+    @property
+    def num_params(self) -> int:
+        """P, length of the flat parameter vector."""
+        return sum(self._numels)
+
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the net's parameters in flattening order."""
+        return list(self._names)
+
+    # -- flat parameter vectors -------------------------------------------------------------
+
+    def flat(self, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Parameters -> one vector (P,), in :attr:`param_names` order; None = ``theta_0``.
+
+        Differentiable (a concatenation of reshapes of the given tensors).
+        """
+        if params is None:
+            params = dict(self.net.named_parameters())
+        return torch.cat([params[n].reshape(-1) for n in self._names])
+
+    def unflat(self, vector: Tensor) -> dict[str, Tensor]:
+        """A vector (..., P) -> ``{name: (..., *shape)}`` views, for ``functional_call``."""
+        lead = vector.shape[:-1]
+        chunks = torch.split(vector, self._numels, dim=-1)
+        return {n: c.reshape(*lead, *s) for n, c, s in zip(self._names, chunks, self._shapes)}
+
+    # -- the step-wise protocol -------------------------------------------------------------
+
+    def init_state(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """``theta_0`` flattened and repeated per task: (B, P), differentiable w.r.t. theta_0."""
+        B = inputs["support_x"].shape[0]
+        theta0 = self.flat()
+        return theta0.unsqueeze(0).expand(B, theta0.shape[0])
+
+    def step(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """One inner SGD step for every task: (B, P) -> (B, P); 1-based ``t``.
+
+        .. math:: \\theta_t = \\theta_{t-1} - \\alpha \\nabla_\\theta L^{support}(\\theta_{t-1})
+
+        Second order: the result is differentiable w.r.t. ``carry`` through the gradient.
+        ``first_order``: the gradient is computed from a detached carry (no graph is built
+        for it) and only the identity path ``theta_t = theta_{t-1} - ...`` is kept.
+
+        :raises FloatingPointError: when an adapted parameter is not finite.
+        """
+        self._check_step(t)
+        x, y = inputs["support_x"], inputs["support_y"]
+        mask = inputs.get("support_mask")
+        if mask is not None and bool((mask == 1).all()):
+            mask = None  # no padding in this batch: plain means, no masking work
+        theta = carry.detach() if self.config.first_order else carry
+        in_dims = (0, 0, 0, None if mask is None else 0)
+        grads = vmap(grad(self._support_loss), in_dims=in_dims)(theta, x, y, mask)  # (B, P)
+        new = carry - self.config.inner_lr * grads
+        if not torch.isfinite(new).all():
+            raise FloatingPointError(
+                f"inner step {t} of {self.num_steps} diverged (non-finite parameters) with "
+                f"inner_lr={self.config.inner_lr}; lower model.inner_lr"
+            )
+        return new
+
+    def readout(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The state at step ``t`` is the adapted parameter vector itself, (B, P)."""
+        return carry
+
+    def forward(self, inputs: Mapping[str, Tensor], steps: list[int] | None = None) -> Tensor:
+        """Adapted parameters at ``steps`` (1-based, increasing; None = all T): (K, B, P).
+
+        Nothing after ``max(steps)`` is computed.
+        """
+        return super().forward(inputs, steps)
+
+    # -- evaluating adapted parameters ------------------------------------------------------
+
+    def predict(self, states: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Net outputs of each task's inputs at each parameter vector: (..., B, N, out).
+
+        :param Tensor states: (..., B, P), e.g. ``forward``'s (K, B, P) or one (B, P).
+        :param Tensor x: (B, N, ...), the same inputs for every leading index.
+        :param Tensor mask: optional (B, N) 0/1; restricts the BN statistics to the real rows
+            (padded query sets; the padded rows must be finite, and get outputs too).
+            Default: statistics over all N rows of the task.
+        """
+        return self._map_tasks(self._outputs, states, x, mask)
+
+    def features(self, states: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The net's penultimate features, like :meth:`predict`: (..., B, N, D)."""
+        return self._map_tasks(self._features, states, x, mask)
+
+    def task_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean loss per task: outputs (..., B, N, out), targets (B, N[, out]) -> (..., B).
+
+        E.g. the query loss of every task at every step: ``task_loss(predict(states, qx), qy)``.
+        """
+        return masked_mean(per_example_loss(outputs, targets, self.config.loss), mask)
+
+    def describe(self) -> dict:
+        return asdict(self.config)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _outputs(self, theta: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+        """One task: (P,), (N, ...) -> (N, out)."""
+        return functional_call(self.net, self.unflat(theta), (x,), {"mask": mask})
+
+    def _features(self, theta: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+        """One task: (P,), (N, ...) -> (N, D), with the ``body.*`` parameters only."""
+        params = {n[len("body."):]: p for n, p in self.unflat(theta).items() if n.startswith("body.")}
+        return functional_call(self.net.body, params, (x,), {"mask": mask})
+
+    def _support_loss(self, theta: Tensor, x: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+        """One task's (masked) mean support loss: (P,), (S, ...), (S[, out]), (S,) or None -> ()."""
+        if mask is not None:
+            real = mask > 0
+            # zero the padding so that garbage (even inf/nan) cannot reach the loss or its gradient
+            x = torch.where(real.reshape(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x))
+            y = torch.where(real.reshape(-1, *[1] * (y.dim() - 1)), y, torch.zeros_like(y))
+            mask = mask.to(x.dtype)
+        out = self._outputs(theta, x, mask)
+        return masked_mean(per_example_loss(out, y, self.config.loss), mask)
+
+    def _map_tasks(self, fn, states: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+        *lead, B, P = states.shape
+        if P != self.num_params or x.shape[0] != B:
+            raise ValueError(
+                f"states (..., B, P={self.num_params}) and x (B, N, ...) must agree, "
+                f"got {tuple(states.shape)} and {tuple(x.shape)}"
+            )
+        per_task = vmap(fn, in_dims=(0, 0, None if mask is None else 0))  # over B
+        flat = states.reshape(-1, B, P)  # (L, B, P)
+        out = vmap(per_task, in_dims=(0, None, None))(flat, x, mask)  # (L, B, N, ...)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def _check_step(self, t: int) -> None:
+        if not 1 <= t <= self.num_steps:
+            raise ValueError(f"step t must be in 1..{self.num_steps}, got {t}")

@@ -1,0 +1,279 @@
+"""MAML-stop as a task: the steps are MAML's inner gradient steps, the states the adapted
+parameters, the per-step loss the query loss, and the policy decides per few-shot task how
+many inner steps it takes.
+
+A batch holds B few-shot tasks (:mod:`l2o.tasks.few_shot.sampler`): ``support_x``,
+``support_y``, ``support_mask`` (tasks of one batch have different shot counts and are
+padded), ``query_x``, ``query_y`` and ``shots`` (the condition). The model is
+:class:`~l2o.models.maml.MAML`: its state after step t is each task's adapted parameter
+vector (K, B, P). The stop policy is an MLP (:class:`~l2o.models.stop_policy.StopPolicy`)
+that sees no query label: per step, the mean penultimate features of the support and of the
+(unlabelled) query set at the adapted parameters, the support loss, the support error, and
+the step position. Metrics are the query accuracy (%) or the query MSE per task, averaged
+over the meta-test tasks with a 95% confidence interval over tasks (the paper's ± on 600
+tasks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2o.config import take_fields
+from l2o.models.maml import MAML, MAMLConfig, masked_mean
+from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
+from l2o.tasks.base import StoppingTask
+from l2o.tasks.few_shot.data import (
+    ClassificationDataConfig,
+    RegressionDataConfig,
+    read_data,
+    write_classification_data,
+    write_regression_data,
+)
+from l2o.tasks.few_shot.regression import fixed_regression_tasks, sample_regression_tasks
+from l2o.tasks.few_shot.sampler import iter_fixed_tasks, sample_tasks
+
+EVAL_CHUNK = 25  # tasks per batch of a fixed set (larger vmapped batches run slower per task here)
+INPUT_KEYS = ("support_x", "support_y", "support_mask", "query_x")
+
+
+@dataclass
+class ModelSection:
+    """Config section ``model``: the base network and MAML's inner loop (the task fills in the
+    network's input and output sizes from the data)."""
+
+    net: dict = field(default_factory=dict)
+    num_steps: int = 10
+    inner_lr: float = 0.1
+    first_order: bool = False
+
+
+@dataclass
+class PolicySection:
+    """Config section ``policy`` of a few-shot task (``candidate_threshold`` is the stages')."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+
+
+def mean_ci95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% interval over tasks, ``1.96 sd / sqrt(n)``
+    (the paper's ±); with ``weights`` a weighted mean and no interval.
+
+    >>> mean, ci = mean_ci95(np.array([1.0, 3.0]))
+    >>> mean, round(ci, 4)
+    (2.0, 1.96)
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        return float((w * v).sum() / max(w.sum(), 1e-300)), float("nan")
+    ci = 1.96 * float(v.std(ddof=1)) / float(np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), ci
+
+
+class FewShotTask(StoppingTask):
+    """What classification and regression share: the MAML model, the policy, losses, conditions."""
+
+    model_label = "maml"
+    metric: str
+    loss_kind: str  # "ce" or "mse"
+
+    def __init__(self, arrays: dict, config, data_hash: str, device: str = "cpu"):
+        self.arrays, self.config, self.data_hash, self.device = arrays, config, data_hash, str(device)
+        self.learner: MAML | None = None  # the model whose states the policy reads (set by build_model)
+        self._sets: dict[str, list[dict[str, Tensor]]] = {}
+
+    # -- model and policy ----------------------------------------------------------
+    def net_config(self) -> dict:
+        """The base network's sizes that the data decides."""
+        raise NotImplementedError
+
+    def model_args(self, model: dict) -> dict:
+        section = take_fields(ModelSection, model, "config section 'model'")
+        net = {**section.net, **self.net_config()}
+        cfg = take_fields(MAMLConfig, {"net": net, "num_steps": section.num_steps, "inner_lr": section.inner_lr,
+                                       "first_order": section.first_order, "loss": self.loss_kind},
+                          "config section 'model'")
+        return asdict(cfg)
+
+    def build_model(self, model_args: dict) -> MAML:
+        self.learner = MAML(take_fields(MAMLConfig, model_args, "model arguments")).to(self.device)
+        return self.learner
+
+    def policy_args(self, policy: dict) -> dict:
+        section = take_fields(PolicySection, policy, "config section 'policy'")
+        return asdict(StopPolicyConfig(self.policy_in_features(), list(section.hidden)))
+
+    def check_policy(self, policy: dict) -> None:
+        take_fields(PolicySection, policy, "config section 'policy'")
+
+    def build_policy(self, policy_args: dict) -> StopPolicy:
+        return StopPolicy(take_fields(StopPolicyConfig, policy_args, "policy arguments")).to(self.device)
+
+    def policy_in_features(self) -> int:
+        if self.learner is None:
+            raise RuntimeError("build the model before the policy: the policy reads the model's features")
+        return 2 * self.learner.net.feature_dim + 4
+
+    def model_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Support set and query inputs; never the query labels."""
+        return {k: batch[k] for k in INPUT_KEYS}
+
+    # -- losses, policy input, metrics ---------------------------------------------
+    def _learner(self) -> MAML:
+        if self.learner is None:
+            raise RuntimeError("build (or load) the model first: its states are read through it")
+        return self.learner
+
+    def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The query loss of every task after each step: states (K, B, P) -> (B, K)."""
+        net = self._learner()
+        return net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"]).T
+
+    def support_error(self, outputs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """How wrong the adapted model still is on its own support set: (K, B, S, out) -> (K, B)."""
+        raise NotImplementedError
+
+    def policy_features(self, batch, states, steps, num_steps):
+        """Per step and task (no query label): mean support features, mean query features, the
+        support loss (log), the support error, t/T and 1 - t/T: (K, B, 2D + 4)."""
+        net = self._learner()
+        sx, sm, qx = batch["support_x"], batch["support_mask"], batch["query_x"]
+        support = _masked_rows_mean(net.features(states, sx, sm), sm)
+        query = net.features(states, qx).mean(dim=-2)
+        outputs = net.predict(states, sx, sm)
+        loss = net.task_loss(outputs, batch["support_y"], sm).clamp_min(1e-8).log()
+        error = self.support_error(outputs, batch)
+        pos = (steps.to(states) / num_steps).view(-1, 1).expand_as(loss)
+        return torch.cat([support, query, torch.stack([loss, error, pos, 1.0 - pos], dim=-1)], dim=-1)
+
+    def conditions(self, batch: dict[str, Tensor]) -> np.ndarray:
+        return np.array([f"shots{int(k)}" for k in batch["shots"].tolist()])
+
+    def state_change(self, states: Tensor) -> Tensor:
+        """The rule's input: how much the adapted parameters moved at each step, relative."""
+        from l2o.tasks.base import relative_change
+
+        return relative_change(states)
+
+    # -- fixed sets ----------------------------------------------------------------
+    def _count(self, split: str) -> int:
+        return {"val": self.config.val_tasks, "test": self.config.test_tasks}[split]
+
+    def eval_batches(self, split: str) -> Iterator[dict[str, Tensor]]:
+        if split not in ("val", "test"):
+            raise KeyError(f"the few-shot data has no {split!r} set (val, test)")
+        if split not in self._sets:
+            self._sets[split] = [{k: v.to(self.device) for k, v in b.items()} for b in self._fixed(split)]
+        yield from self._sets[split]
+
+
+def _masked_rows_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the rows of each task's support set that are real: (..., B, S, D), (B, S) -> (..., B, D)."""
+    w = mask.to(values).unsqueeze(-1)  # (B, S, 1)
+    return (values * w).sum(dim=-2) / w.sum(dim=-2).clamp_min(1.0)
+
+
+class FewShotClassificationTask(FewShotTask):
+    """N-way, k1-k2-shot image classification (paper Tables 4-5); metric: query accuracy (%)."""
+
+    name = "few_shot_classification"
+    metric = "accuracy"
+    higher_is_better = True
+    loss_kind = "ce"
+
+    def __init__(self, arrays: dict, config: ClassificationDataConfig, data_hash: str, device: str = "cpu"):
+        super().__init__(arrays, config, data_hash, device)
+        counts = arrays["counts"]
+        images = arrays["images"]
+        self.images = images if np.all(counts == images.shape[1]) else [images[c, :n] for c, n in enumerate(counts)]
+        self.splits = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("split/")}
+        self.names = [str(n) for n in arrays["names"]]
+        self.sampler = config.sampler
+
+    @classmethod
+    def prepare_data(cls, data: dict, out: Path) -> dict:
+        return write_classification_data(take_fields(ClassificationDataConfig, data, "config section 'data'"), out)
+
+    @classmethod
+    def load(cls, data: Path, device: str = "cpu") -> "FewShotClassificationTask":
+        arrays, config, data_hash = read_data(data)
+        return cls(arrays, take_fields(ClassificationDataConfig, config, f"the data file {data}"), data_hash, device)
+
+    def net_config(self) -> dict:
+        ch, H = self.arrays["images"].shape[2], self.arrays["images"].shape[3]
+        return {"kind": "conv4", "in_channels": int(ch), "image_size": int(H), "out_features": self.config.ways}
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return sample_tasks(self.images, self.splits["train"], self.sampler, batch_size, generator, split="train",
+                            names=self.names)
+
+    def _fixed(self, split: str):
+        return iter_fixed_tasks(self.images, self.splits[split], self.sampler, self._count(split), self.config.seed,
+                                EVAL_CHUNK, split=split, names=self.names)
+
+    def support_error(self, outputs, batch):
+        """1 - the probability given to the true label, averaged over the real support examples."""
+        p = outputs.softmax(dim=-1).gather(-1, batch["support_y"].expand(*outputs.shape[:-1]).unsqueeze(-1))
+        return masked_mean(1.0 - p.squeeze(-1), batch["support_mask"])
+
+    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+        """``accuracy``: % of each task's query set classified right after each step, (B, K)."""
+        logits = self._learner().predict(states, batch["query_x"])  # (K, B, Q, ways)
+        return {"accuracy": 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1).T}
+
+    def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
+        """Mean query accuracy (%) over tasks, and its 95% interval (``accuracy_ci95``)."""
+        mean, ci = mean_ci95(components["accuracy"], weights)
+        return {"accuracy": mean, "accuracy_ci95": ci}
+
+
+class FewShotRegressionTask(FewShotTask):
+    """Regression with k1-k2 support points per task (sinusoids, linear functions); metric: query MSE."""
+
+    name = "few_shot_regression"
+    metric = "mse"
+    higher_is_better = False
+    gain_floor = 0.05
+    loss_kind = "mse"
+
+    def __init__(self, arrays: dict, config: RegressionDataConfig, data_hash: str, device: str = "cpu"):
+        super().__init__(arrays, config, data_hash, device)
+        self.family = config.family_config
+
+    @classmethod
+    def prepare_data(cls, data: dict, out: Path) -> dict:
+        return write_regression_data(take_fields(RegressionDataConfig, data, "config section 'data'"), out)
+
+    @classmethod
+    def load(cls, data: Path, device: str = "cpu") -> "FewShotRegressionTask":
+        arrays, config, data_hash = read_data(data)
+        return cls(arrays, take_fields(RegressionDataConfig, config, f"the data file {data}"), data_hash, device)
+
+    def net_config(self) -> dict:
+        return {"kind": "mlp", "in_features": int(self.family.dim), "out_features": 1}
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return sample_regression_tasks(self.family, batch_size, generator)
+
+    def _fixed(self, split: str):
+        return fixed_regression_tasks(self.family, self._count(split), self.config.seed, EVAL_CHUNK, split=split)
+
+    def support_error(self, outputs, batch):
+        """Mean absolute error on the real support points."""
+        return masked_mean((outputs - batch["support_y"]).abs().squeeze(-1), batch["support_mask"])
+
+    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+        """``mse``: each task's query mean squared error after each step, (B, K)."""
+        return {"mse": self.step_losses(states, batch)}
+
+    def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
+        """Mean query MSE over tasks, and its 95% interval (``mse_ci95``)."""
+        mean, ci = mean_ci95(components["mse"], weights)
+        return {"mse": mean, "mse_ci95": ci}
+

@@ -1,0 +1,315 @@
+"""MAML's functional inner loop: equals a hand-written SGD loop (states and second/first-order
+meta-gradients), vmap over tasks = a loop over tasks, padding, no_grad, the step-wise protocol,
+divergence and config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from l2o.models.maml import MAML, MAMLConfig, per_example_loss
+from l2o.models.step_model import take_rows
+
+F64 = torch.float64
+MLP_NET = dict(kind="mlp", in_features=2, hidden=[6, 5], out_features=1)
+CONV_NET = dict(kind="conv4", in_channels=1, image_size=16, channels=3, out_features=3)
+
+
+def mlp_maml(T: int = 3, lr: float = 0.1, first_order: bool = False, seed: int = 0) -> MAML:
+    torch.manual_seed(seed)
+    config = MAMLConfig(net=MLP_NET, num_steps=T, inner_lr=lr, first_order=first_order, loss="mse")
+    return MAML(config).double()
+
+
+def conv_maml(T: int = 2, lr: float = 0.1, first_order: bool = False, seed: int = 0) -> MAML:
+    torch.manual_seed(seed)
+    config = MAMLConfig(net=CONV_NET, num_steps=T, inner_lr=lr, first_order=first_order, loss="ce")
+    return MAML(config).double()
+
+
+def regression_tasks(rng, B: int = 3, S: int = 4, Q: int = 5) -> tuple[dict, torch.Tensor]:
+    inputs = dict(
+        support_x=torch.randn(B, S, 2, generator=rng, dtype=F64),
+        support_y=torch.randn(B, S, 1, generator=rng, dtype=F64),
+        support_mask=torch.ones(B, S, dtype=F64),
+        query_x=torch.randn(B, Q, 2, generator=rng, dtype=F64),
+    )
+    return inputs, torch.randn(B, Q, 1, generator=rng, dtype=F64)
+
+
+def classification_tasks(rng, B: int = 2, shots: int = 2, ways: int = 3,
+                         Q: int = 1) -> tuple[dict, torch.Tensor]:
+    S = shots * ways
+    inputs = dict(
+        support_x=torch.randn(B, S, 1, 16, 16, generator=rng, dtype=F64),
+        support_y=torch.arange(ways).repeat(shots).expand(B, S).clone(),
+        support_mask=torch.ones(B, S, dtype=F64),
+        query_x=torch.randn(B, Q * ways, 1, 16, 16, generator=rng, dtype=F64),
+    )
+    return inputs, torch.arange(ways).repeat(Q).expand(B, Q * ways).clone()
+
+
+def mlp_by_hand(params: dict, x: torch.Tensor) -> torch.Tensor:
+    """The 2-6-5-1 MLP written out, independent of the module code."""
+    h = torch.relu(x @ params["body.layers.0.weight"].T + params["body.layers.0.bias"])
+    h = torch.relu(h @ params["body.layers.1.weight"].T + params["body.layers.1.bias"])
+    return h @ params["head.weight"].T + params["head.bias"]
+
+
+def conv4_by_hand(params: dict, x: torch.Tensor) -> torch.Tensor:
+    """Conv4 written out with torch's fused batch_norm (correct to second order outside vmap)."""
+    for i in range(4):
+        p = {k: params[f"body.blocks.{i}.{k}"] for k in ("conv.weight", "conv.bias", "bn.weight", "bn.bias")}
+        x = F.conv2d(x, p["conv.weight"], p["conv.bias"], padding=1)
+        x = F.batch_norm(x, None, None, p["bn.weight"], p["bn.bias"], training=True)
+        x = F.max_pool2d(torch.relu(x), 2)
+    return x.flatten(1) @ params["head.weight"].T + params["head.bias"]
+
+
+def sgd_by_hand(model: MAML, forward, x, y, loss_fn, first_order: bool) -> list[dict]:
+    """theta_1 .. theta_T of one task with torch.autograd.grad (create_graph unless first order)."""
+    params = dict(model.net.named_parameters())
+    out = []
+    for _ in range(model.num_steps):
+        loss = loss_fn(forward(params, x), y)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+        params = {n: p - model.config.inner_lr * g for (n, p), g in zip(params.items(), grads)}
+        out.append(params)
+    return out
+
+
+def meta_grad(model: MAML, loss: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.net.parameters()))])
+
+
+# -- the inner loop equals a hand-written SGD loop -------------------------------------------
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_mlp_inner_loop_equals_hand_written_sgd(rng, first_order):
+    model = mlp_maml(first_order=first_order)
+    inputs, query_y = regression_tasks(rng)
+    states = model(inputs)  # (T, B, P)
+    assert states.shape == (3, 3, model.num_params)
+
+    hand_loss = 0.0
+    for b in range(3):
+        thetas = sgd_by_hand(model, mlp_by_hand, inputs["support_x"][b], inputs["support_y"][b],
+                             F.mse_loss, first_order)
+        for t, theta in enumerate(thetas):
+            assert torch.allclose(states[t, b], model.flat(theta), atol=1e-12)
+        hand_loss = hand_loss + F.mse_loss(mlp_by_hand(thetas[-1], inputs["query_x"][b]), query_y[b])
+
+    query_loss = model.task_loss(model.predict(states[-1], inputs["query_x"]), query_y).sum()
+    assert torch.allclose(query_loss, hand_loss, atol=1e-12)
+    ours = meta_grad(model, query_loss)
+    assert torch.allclose(ours, meta_grad(model, hand_loss), atol=1e-10)
+
+    # FOMAML: the gradient of the query loss at theta_T taken as a leaf
+    leaf = states[-1].detach().requires_grad_(True)
+    leaf_loss = model.task_loss(model.predict(leaf, inputs["query_x"]), query_y).sum()
+    fomaml = torch.autograd.grad(leaf_loss, leaf)[0]
+    if first_order:
+        assert torch.allclose(ours, fomaml.sum(0), atol=1e-12)
+    else:  # the second-order terms matter here, so the comparison above is not vacuous
+        assert not torch.allclose(ours, fomaml.sum(0), atol=1e-6)
+
+
+def test_conv4_second_order_meta_gradient_equals_hand_written_sgd(rng):
+    """BN (batch statistics) inside vmap(grad(...)), differentiated again by outer autograd."""
+    model = conv_maml(T=2)
+    inputs, query_y = classification_tasks(rng)
+    states = model(inputs)
+    forward = conv4_by_hand
+    hand_loss = 0.0
+    for b in range(2):
+        thetas = sgd_by_hand(model, forward, inputs["support_x"][b], inputs["support_y"][b],
+                             F.cross_entropy, first_order=False)
+        for t, theta in enumerate(thetas):
+            assert torch.allclose(states[t, b], model.flat(theta), atol=1e-10)
+        hand_loss = hand_loss + F.cross_entropy(forward(thetas[-1], inputs["query_x"][b]), query_y[b])
+    query_loss = model.task_loss(model.predict(states[-1], inputs["query_x"]), query_y).sum()
+    assert torch.allclose(query_loss, hand_loss, atol=1e-10)
+    assert torch.allclose(meta_grad(model, query_loss), meta_grad(model, hand_loss), atol=1e-8)
+
+
+# -- batching, padding, no_grad ----------------------------------------------------------------
+
+
+def test_vmap_over_tasks_equals_a_loop_over_tasks(rng):
+    model = conv_maml(T=2)
+    inputs, _ = classification_tasks(rng, B=3)
+    states = model(inputs)
+    logits = model.predict(states, inputs["query_x"])
+    feats = model.features(states, inputs["query_x"])
+    for b in range(3):
+        one = model({k: v[b : b + 1] for k, v in inputs.items()})
+        assert torch.allclose(states[:, b], one[:, 0], atol=1e-12)
+        for t in range(2):  # predict/features = the net at that task's parameters
+            params = model.unflat(states[t, b])
+            net_out = functional_call(model.net, params, (inputs["query_x"][b],))
+            assert torch.allclose(logits[t, b], net_out, atol=1e-12)
+            head = feats[t, b] @ params["head.weight"].T + params["head.bias"]
+            assert torch.allclose(head, net_out, atol=1e-12)  # features = the head's input
+
+
+def test_shapes_of_predict_features_and_task_loss(rng):
+    model = conv_maml(T=3)
+    inputs, query_y = classification_tasks(rng, B=2, Q=2)
+    states = model(inputs)
+    D = model.net.feature_dim
+    assert states.shape == (3, 2, model.num_params)
+    assert model.predict(states, inputs["query_x"]).shape == (3, 2, 6, 3)
+    assert model.features(states, inputs["query_x"]).shape == (3, 2, 6, D)
+    assert model.predict(states[0], inputs["query_x"]).shape == (2, 6, 3)
+    assert model.features(states[None], inputs["query_x"]).shape == (1, 3, 2, 6, D)
+    assert model.task_loss(model.predict(states, inputs["query_x"]), query_y).shape == (3, 2)
+
+
+@pytest.mark.parametrize("which", ["mlp", "conv4"])
+def test_masked_out_garbage_support_changes_nothing(rng, which):
+    model = mlp_maml() if which == "mlp" else conv_maml()
+    inputs, _ = regression_tasks(rng, B=2) if which == "mlp" else classification_tasks(rng, B=2)
+    clean = model(inputs)
+    B = inputs["support_mask"].shape[0]
+    extra = 3
+    garbage_x = 1e4 * torch.randn(B, extra, *inputs["support_x"].shape[2:], generator=rng, dtype=F64)
+    garbage_x[0, 0] = float("nan")
+    if which == "mlp":
+        garbage_y = torch.full((B, extra, 1), float("inf"), dtype=F64)
+    else:
+        garbage_y = torch.full((B, extra), -100, dtype=torch.long)  # not even a valid class
+    padded = dict(
+        inputs,
+        support_x=torch.cat([inputs["support_x"], garbage_x], 1),
+        support_y=torch.cat([inputs["support_y"], garbage_y], 1),
+        support_mask=torch.cat([inputs["support_mask"], torch.zeros(B, extra, dtype=F64)], 1),
+    )
+    states = model(padded)
+    assert torch.allclose(states, clean, atol=1e-12)
+    # and the second-order meta-gradient of a query quantity
+    assert torch.allclose(meta_grad(model, model.predict(states[-1], inputs["query_x"]).square().sum()),
+                          meta_grad(model, model.predict(clean[-1], inputs["query_x"]).square().sum()),
+                          atol=1e-9)
+
+
+def test_tasks_with_different_shots_in_one_padded_batch(rng):
+    """Task 0 has 2 support points, task 1 has 4: the padded batch equals each task alone."""
+    model = mlp_maml()
+    inputs, _ = regression_tasks(rng, B=2, S=4)
+    inputs["support_mask"][0, 2:] = 0.0
+    states = model(inputs)
+    alone = model(dict(support_x=inputs["support_x"][:1, :2], support_y=inputs["support_y"][:1, :2]))
+    assert torch.allclose(states[:, 0], alone[:, 0], atol=1e-12)
+
+
+def test_predict_mask_keeps_padded_queries_out_of_the_statistics(rng):
+    model = conv_maml()
+    inputs, _ = classification_tasks(rng, B=2, Q=2)
+    states = model(inputs)
+    qx = inputs["query_x"]
+    padded = torch.cat([qx, 50 * torch.randn(2, 4, 1, 16, 16, generator=rng, dtype=F64)], 1)
+    mask = torch.cat([torch.ones(2, 6, dtype=F64), torch.zeros(2, 4, dtype=F64)], 1)
+    for fn in (model.predict, model.features):
+        assert torch.allclose(fn(states, padded, mask)[..., :6, :], fn(states, qx), atol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["mlp", "conv4"])
+def test_no_grad_adapts_to_the_same_states(rng, which):
+    model = mlp_maml() if which == "mlp" else conv_maml()
+    inputs, _ = regression_tasks(rng) if which == "mlp" else classification_tasks(rng)
+    with_grad = model(inputs)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        without = model(inputs)
+    assert not without.requires_grad
+    assert torch.allclose(without, with_grad, atol=1e-12)
+    assert not torch.allclose(without[-1], model.init_state(inputs))  # it did adapt
+
+
+# -- the step-wise protocol --------------------------------------------------------------------
+
+
+def test_step_readout_loop_equals_forward_and_steps_are_rows(rng):
+    model = mlp_maml(T=4)
+    inputs, _ = regression_tasks(rng)
+    full = model(inputs)
+    carry = model.init_state(inputs)
+    assert torch.equal(carry, model.flat().expand(3, -1))
+    for t in range(1, 5):
+        carry = model.step(t, carry, inputs)
+        assert torch.allclose(model.readout(t, carry, inputs), full[t - 1], atol=1e-12)
+    assert torch.allclose(model(inputs, steps=[2, 4]), full[[1, 3]], atol=1e-12)
+    assert model(inputs, steps=[1]).shape == (1, 3, model.num_params)
+    with pytest.raises(ValueError, match="step t"):
+        model.step(5, carry, inputs)
+
+
+def test_dropping_tasks_mid_loop_keeps_the_others(rng):
+    model = mlp_maml(T=3)
+    inputs, _ = regression_tasks(rng)
+    full = model(inputs)
+    keep = torch.tensor([0, 2])
+    carry = model.step(1, model.init_state(inputs), inputs)
+    carry, sub = take_rows(carry, keep), take_rows(inputs, keep)
+    for t in (2, 3):
+        carry = model.step(t, carry, sub)
+    assert torch.allclose(carry, full[-1, keep], atol=1e-12)
+
+
+def test_flat_unflat_round_trip_and_order():
+    model = conv_maml()
+    vec = model.flat()
+    assert vec.shape == (model.num_params,) == (sum(p.numel() for p in model.parameters()),)
+    params = model.unflat(vec)
+    assert list(params) == model.param_names == [n for n, _ in model.net.named_parameters()]
+    for n, p in model.net.named_parameters():
+        assert torch.equal(params[n], p)
+    assert model.unflat(vec.expand(2, 3, -1))["head.weight"].shape == (2, 3, 3, model.net.feature_dim)
+
+
+def test_describe_rebuilds_the_same_model():
+    model = conv_maml()
+    again = MAML(MAMLConfig(**model.describe()))
+    assert again.describe() == model.describe()
+    assert model.describe()["net"]["channels"] == 3 and model.describe()["net"]["hidden"] == [40, 40]
+    assert again.num_params == model.num_params
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_huge_inner_lr_raises_naming_the_step(rng):
+    torch.manual_seed(0)
+    model = MAML(MAMLConfig(net=MLP_NET, num_steps=3, inner_lr=1e30, loss="mse"))
+    inputs = dict(support_x=10 * torch.randn(2, 4, 2, generator=rng),
+                  support_y=10 * torch.randn(2, 4, 1, generator=rng))
+    message = r"inner step 2 of 3 diverged .*inner_lr=1e\+30.*lower model.inner_lr"
+    with pytest.raises(FloatingPointError, match=message):
+        model(inputs)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(num_steps=1), "model.num_steps"),
+    (dict(inner_lr=0.0), "model.inner_lr"),
+    (dict(inner_lr=-0.1), "model.inner_lr"),
+    (dict(inner_lr=float("nan")), "model.inner_lr"),
+    (dict(loss="l1"), "model.loss"),
+    (dict(net=dict(kind="resnet")), "model.net.kind"),
+    (dict(net=dict(channels=0)), "model.net.channels"),
+    (dict(net=dict(image_size=14)), "model.net.image_size"),
+    (dict(net=dict(width=3)), "model.net has unknown key"),
+])
+def test_bad_config_names_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        MAMLConfig(**kwargs)
+
+
+def test_per_example_loss_broadcasts_targets_over_steps():
+    logits = torch.randn(4, 2, 5, 3)  # (K, B, N, ways)
+    labels = torch.randint(3, (2, 5))
+    ref = torch.stack([F.cross_entropy(logits[k].reshape(-1, 3), labels.reshape(-1), reduction="none")
+                       for k in range(4)])
+    assert torch.allclose(per_example_loss(logits, labels, "ce"), ref.reshape(4, 2, 5))
