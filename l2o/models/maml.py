@@ -206,7 +206,13 @@ class MAML(StepModel):
         ``first_order``: the gradient is computed from a detached carry (no graph is built
         for it) and only the identity path ``theta_t = theta_{t-1} - ...`` is kept.
 
-        :raises FloatingPointError: when an adapted parameter is not finite.
+        A task whose step diverges (a non-finite parameter) keeps its previous parameters,
+        exactly: NaNs would poison the meta-gradient of every task of the batch (autograd
+        multiplies their zero upstream gradients by non-finite Jacobians). Its state then
+        repeats, which :meth:`diverged` detects, and the task's losses treat such steps as
+        infinitely bad.
+
+        :raises FloatingPointError: when every task of the batch diverged (the inner lr is too large).
         """
         self._check_step(t)
         x, y = inputs["support_x"], inputs["support_y"]
@@ -217,12 +223,29 @@ class MAML(StepModel):
         in_dims = (0, 0, 0, None if mask is None else 0)
         grads = vmap(grad(self._support_loss), in_dims=in_dims)(theta, x, y, mask)  # (B, P)
         new = carry - self.config.inner_lr * grads
-        if not torch.isfinite(new).all():
-            raise FloatingPointError(
-                f"inner step {t} of {self.num_steps} diverged (non-finite parameters) with "
-                f"inner_lr={self.config.inner_lr}; lower model.inner_lr"
-            )
+        finite = torch.isfinite(new).all(dim=-1)  # (B,)
+        if not bool(finite.all()):
+            if not bool(finite.any()):
+                raise FloatingPointError(
+                    f"inner step {t} of {self.num_steps} diverged (non-finite parameters) for every task of "
+                    f"the batch with inner_lr={self.config.inner_lr}; lower model.inner_lr"
+                )
+            new = torch.where(finite.unsqueeze(-1), new, carry)
         return new
+
+    def diverged(self, states: Tensor, steps: list[int] | None = None) -> Tensor:
+        """Which tasks' inner loop had diverged by each step: states (K, B, P) at consecutive
+        ``steps`` (default 1..K) -> (K, B) bool. A diverged task's parameters stop changing
+        (:meth:`step`), and a real SGD step never leaves every parameter exactly where it was."""
+        steps = list(range(1, states.shape[0] + 1)) if steps is None else list(steps)
+        if steps != list(range(steps[0], steps[0] + len(steps))):
+            raise ValueError(f"diverged() needs consecutive steps, got {steps}")
+        first = self.flat().to(states).expand_as(states[0]) if steps[0] == 1 else None
+        prev = torch.cat([first.unsqueeze(0), states[:-1]]) if first is not None else states[:-1]
+        same = (states[-prev.shape[0]:] == prev).all(dim=-1)  # (K or K-1, B)
+        if first is None:  # the first step given has no predecessor here: count it as fine
+            same = torch.cat([torch.zeros_like(same[:1]), same])
+        return same.cummax(dim=0).values
 
     def readout(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
         """The state at step ``t`` is the adapted parameter vector itself, (B, P)."""

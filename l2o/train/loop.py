@@ -140,8 +140,10 @@ def fit(
         for mod in modules.values():
             mod.train()
         score = metrics[score_key]
-        if not math.isfinite(score):
+        if math.isnan(score):
             raise FloatingPointError(f"{stage}: validation {score_key} is {score} at iteration {iteration}")
+        if math.isinf(score):  # e.g. a task's inner loop diverged: the worst possible score, not an error
+            log.warning("%s: validation %s is %s at iteration %d", stage, score_key, score, iteration)
         row = {"iteration": iteration, "train_loss": train_loss, **metrics}
         history.append(row)
         if best is None or (score > best["score"] if higher_is_better else score < best["score"]):

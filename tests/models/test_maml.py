@@ -313,3 +313,25 @@ def test_per_example_loss_broadcasts_targets_over_steps():
     ref = torch.stack([F.cross_entropy(logits[k].reshape(-1, 3), labels.reshape(-1), reduction="none")
                        for k in range(4)])
     assert torch.allclose(per_example_loss(logits, labels, "ce"), ref.reshape(4, 2, 5))
+
+
+def test_a_diverging_task_keeps_its_parameters_and_spares_the_others():
+    """One task of the batch blows up (huge targets): it stops moving, diverged() flags it from that
+    step on, the other tasks adapt as if alone, and the meta-gradient stays finite."""
+    rng = torch.Generator().manual_seed(0)
+    model = mlp_maml(T=4, lr=0.5)
+    inputs, qy = regression_tasks(rng, B=3)
+    inputs = dict(inputs)
+    inputs["support_y"] = inputs["support_y"].clone()
+    inputs["support_y"][1] *= 1e18
+    states = model(inputs)
+    bad = model.diverged(states)
+    assert bad[:, 1].any() and not bad[:, [0, 2]].any()
+    first = int(bad[:, 1].float().argmax())
+    assert torch.equal(states[first, 1], (states[first - 1, 1] if first else model.flat()))
+    assert bool(torch.isfinite(states).all())
+    alone = model({k: v[[0]] for k, v in inputs.items()})
+    assert torch.allclose(alone[:, 0], states[:, 0])
+    loss = model.task_loss(model.predict(states[-1, [0, 2]], inputs["query_x"][[0, 2]]), qy[[0, 2]]).sum()
+    loss.backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())

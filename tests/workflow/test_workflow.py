@@ -13,9 +13,13 @@ from workflow_helpers import copy_workflow, planned_job_counts, planned_jobs, pl
 pytestmark = pytest.mark.workflow
 
 SR, DN = "sparse_recovery", "denoising"
-TASK_RULES = {"data", "classical", "baseline", "stage1", "stage2", "finetune", "matched", "evaluate"}
-# rule -> jobs of the tiny run: both tasks run every task rule; AEVB is off for denoising
-JOBS_PER_RULE = {**{r: 2 for r in TASK_RULES}, "aevb": 1, "report": 1,
+FC, FR = "few_shot_classification", "few_shot_regression"
+TASKS = (SR, DN, FC, FR)
+# rule -> jobs of the tiny run: every task runs data, baseline, Stages I and II, evaluation; the
+# classical baselines exist for sparse recovery and denoising; Stage III is off for few-shot
+# classification, the matched control for both few-shot tasks, AEVB for all but sparse recovery
+JOBS_PER_RULE = {**{r: 4 for r in ("data", "baseline", "stage1", "stage2", "evaluate")},
+                 "classical": 2, "matched": 2, "finetune": 3, "aevb": 1, "report": 1,
                  "ablation_stage1": 1, "ablation_stage2": 2, "ablation_evaluate": 2}
 
 
@@ -30,7 +34,8 @@ def test_dry_run_of_each_config(tmp_path, config):
     work = copy_workflow(tmp_path, config)
     jobs = planned_task_jobs(work)
     for task in yaml.safe_load((work / "config.yaml").read_text())["tasks"]:
-        assert {(r, task) for r in ("data", "classical", "baseline", "stage1", "stage2", "evaluate")} <= set(jobs)
+        assert {(r, task) for r in ("data", "baseline", "stage1", "stage2", "evaluate")} <= set(jobs)
+        assert (("classical", task) in jobs) == (task in (SR, DN))
     assert ("report", "-") in jobs
 
 
@@ -49,7 +54,7 @@ def test_ablation_overlay_on_the_default_config(tmp_path):
 def test_summary_rows(tiny_run):
     summary = pd.read_csv(tiny_run / "results/summary.csv")
     assert list(summary.columns) == ["task", "method", "condition", "metric", "value", "ci95", "n_seeds"]
-    assert set(summary.task) == {SR, DN}
+    assert set(summary.task) == set(TASKS)
     sr = summary[summary.task == SR]
     methods = set(sr.method)
     assert {"ista_t6", "fista_t6", "ista_t20", "fista_t20", "lista", "lista_stop", "lista_stop_ft", "aevb",
@@ -66,14 +71,21 @@ def test_summary_rows(tiny_run):
     assert {"mixed", "sigma35", "sigma55", "sigma75"} <= set(dn.condition)
     stop = dn[(dn.method == "dncnn_stop") & (dn.condition == "mixed")].set_index("metric").value
     assert stop["psnr_oracle"] >= stop["psnr"] - 1e-9 and 0 < stop["ssim"] <= 1
+    fc = summary[summary.task == FC]
+    assert {"maml", "maml_stop", "maml_best_depth", "maml_fixed_depth"} <= set(fc.method)
+    assert {"mixed", "shots1", "shots2", "shots3"} <= set(fc.condition)
+    acc = fc[(fc.method == "maml_stop") & (fc.condition == "mixed")].set_index("metric").value
+    assert 0 <= acc["accuracy"] <= 100 and acc["accuracy_ci95"] > 0 and acc["accuracy_oracle"] >= acc["accuracy"]
+    fr = summary[summary.task == FR]
+    assert {"maml", "maml_stop", "maml_stop_ft"} <= set(fr.method) and "mse" in set(fr.metric)
 
 
 def test_report_files(tiny_run):
     html = (tiny_run / "results/report.html").read_text()
-    assert "Table 2" in html and "Table 6" in html and "data:image/png;base64," in html
+    assert "Table 2" in html and "Table 6" in html and "Omniglot 20-way 1–5 shot (Table 5)" in html and "data:image/png;base64," in html
     assert 'src="http' not in html  # self-contained
     md = (tiny_run / "results/report.md").read_text()
-    assert md.count("Is learning to stop worth it?") == 2  # one per task
+    assert md.count("Is learning to stop worth it?") == 4  # one per task
     assert "### Ablations" in md and "| stage2_map | stage2.loss=map |" in md and "| beta_2 | stage1.beta=2.0 |" in md
     for plot in ("sparse_recovery_stop_histogram", "denoising_stop_by_condition", "denoising_pictures"):
         assert (tiny_run / f"results/plots/{plot}.png").stat().st_size > 0
@@ -95,7 +107,7 @@ def test_mlflow_parent_and_child_runs(tiny_run):
         assert r.data.params, r.data.tags["rule"]
         assert "config_hash" in r.data.tags
         if r.data.tags["rule"] != "report":  # every task job names its task and logs the task's section
-            assert r.data.tags["task"] in (SR, DN)
+            assert r.data.tags["task"] in TASKS
             assert any(k.startswith("config.model.") for k in r.data.params), r.data.tags["rule"]
     dn_stage1 = next(r for r in children if r.data.tags["rule"] == "stage1" and r.data.tags["task"] == DN)
     assert dn_stage1.data.params["config.model.layers"] == "5" and "val_psnr_best_step" in dn_stage1.data.metrics

@@ -130,10 +130,21 @@ class FewShotTask(StoppingTask):
             raise RuntimeError("build (or load) the model first: its states are read through it")
         return self.learner
 
-    def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The query loss of every task after each step: states (K, B, P) -> (B, K)."""
+    def _diverged(self, states: Tensor) -> Tensor | None:
+        """(K, B) bool: the task's inner loop had diverged by that step (only for the states of
+        every step, K = T: a subset, such as Stage I's drawn steps, has no divergence to mark)."""
         net = self._learner()
-        return net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"]).T
+        return net.diverged(states) if states.shape[0] == net.num_steps else None
+
+    def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The query loss of every task after each step: states (K, B, P) -> (B, K); +inf after
+        the task's inner loop diverged (the oracle then gives those steps no mass)."""
+        net = self._learner()
+        losses = net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"])
+        bad = self._diverged(states)
+        if bad is not None and bool(bad.any()):
+            losses = torch.where(bad, torch.full_like(losses, float("inf")), losses)
+        return losses.T
 
     def support_error(self, outputs: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """How wrong the adapted model still is on its own support set: (K, B, S, out) -> (K, B)."""
@@ -171,6 +182,12 @@ class FewShotTask(StoppingTask):
         if split not in self._sets:
             self._sets[split] = [{k: v.to(self.device) for k, v in b.items()} for b in self._fixed(split)]
         yield from self._sets[split]
+
+
+def _diverged_pct(components: dict[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
+    if "diverged" not in components:
+        return {}
+    return {"diverged_pct": 100.0 * mean_ci95(components["diverged"], weights)[0]}
 
 
 def _masked_rows_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -223,14 +240,19 @@ class FewShotClassificationTask(FewShotTask):
         return masked_mean(1.0 - p.squeeze(-1), batch["support_mask"])
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``accuracy``: % of each task's query set classified right after each step, (B, K)."""
+        """``accuracy``: % of each task's query set classified right after each step (0 after its inner
+        loop diverged), and ``diverged`` (1/0): each (B, K)."""
         logits = self._learner().predict(states, batch["query_x"])  # (K, B, Q, ways)
-        return {"accuracy": 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1).T}
+        accuracy = 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1)
+        bad = self._diverged(states)
+        bad = torch.zeros_like(accuracy, dtype=torch.bool) if bad is None else bad
+        return {"accuracy": torch.where(bad, 0.0, accuracy).T, "diverged": bad.float().T}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
-        """Mean query accuracy (%) over tasks, and its 95% interval (``accuracy_ci95``)."""
+        """Mean query accuracy (%) over tasks, its 95% interval (``accuracy_ci95``), and the % of
+        tasks whose inner loop had diverged (``diverged_pct``)."""
         mean, ci = mean_ci95(components["accuracy"], weights)
-        return {"accuracy": mean, "accuracy_ci95": ci}
+        return {"accuracy": mean, "accuracy_ci95": ci, **_diverged_pct(components, weights)}
 
 
 class FewShotRegressionTask(FewShotTask):
@@ -269,11 +291,14 @@ class FewShotRegressionTask(FewShotTask):
         return masked_mean((outputs - batch["support_y"]).abs().squeeze(-1), batch["support_mask"])
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``mse``: each task's query mean squared error after each step, (B, K)."""
-        return {"mse": self.step_losses(states, batch)}
+        """``mse``: each task's query mean squared error after each step (inf after its inner loop
+        diverged), and ``diverged`` (1/0): each (B, K)."""
+        mse = self.step_losses(states, batch)
+        return {"mse": mse, "diverged": torch.isinf(mse).float()}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
-        """Mean query MSE over tasks, and its 95% interval (``mse_ci95``)."""
+        """Mean query MSE over tasks, its 95% interval (``mse_ci95``), and the % of tasks whose inner
+        loop had diverged (``diverged_pct``)."""
         mean, ci = mean_ci95(components["mse"], weights)
-        return {"mse": mean, "mse_ci95": ci}
+        return {"mse": mean, "mse_ci95": ci, **_diverged_pct(components, weights)}
 
