@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench.timing import time_repeats
 
 import torch
 
@@ -85,17 +85,6 @@ def position_policy(policy, stop: int, T: int) -> None:
         policy.out.bias.fill_(-100.0 * (stop - 0.5) / T)
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def measure(args) -> dict:
     from l2o.models.conv_policy import ConvPolicyConfig, ConvStopPolicy
     from l2o.models.dncnn import DnCNN, DnCNNConfig
@@ -129,8 +118,8 @@ def measure(args) -> dict:
             for b in batches:
                 net(b["noisy"])
 
-    t_all = median_time(all_layers, args.repeats)
-    t_heads = median_time(every_head, args.repeats)
+    t_all = time_repeats(all_layers, warmup=1, repeats=args.repeats, device="cpu")["median"]
+    t_heads = time_repeats(every_head, warmup=1, repeats=args.repeats, device="cpu")["median"]
     rows = []
     for stop in sorted({max(1, round(f * T)) for f in args.stop_fractions} | {T}):
         position_policy(policy, stop, T)
@@ -140,7 +129,7 @@ def measure(args) -> dict:
 
         stops = torch.cat(early())
         assert bool((stops == stop).all()), f"controlled policy stopped at {stops.unique().tolist()}, not {stop}"
-        t_early = median_time(early, args.repeats)
+        t_early = time_repeats(early, warmup=1, repeats=args.repeats, device="cpu")["median"]
         px = H * H
         full = dncnn_flops(args.layers, args.channels, args.head, px, None)
         ideal = full / dncnn_flops(args.layers, args.channels, args.head, px, stop)

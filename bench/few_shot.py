@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench.timing import time_repeats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("plain", "full", "sampled")
@@ -60,16 +60,6 @@ def _task_and_model(args):
     return task, task.learner
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: the first call of a shape pays for tracing and allocation
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def measure_early_exit(args) -> dict:
     import torch
 
@@ -89,7 +79,7 @@ def measure_early_exit(args) -> dict:
             for b in batches:
                 net(task.model_inputs(b))
 
-    t_all = median_time(every_step, args.repeats)
+    t_all = time_repeats(every_step, warmup=1, repeats=args.repeats, device="cpu")["median"]
     rows = []
     for stop in args.stops:
         with torch.no_grad():  # the logit is large and positive from t = stop on: features' last two are t/T, 1 - t/T
@@ -106,7 +96,7 @@ def measure_early_exit(args) -> dict:
                 for b in batches:
                     predict_early_exit(task, net, policy, b, list(range(1, T + 1)))
 
-        t = median_time(early, args.repeats)
+        t = time_repeats(early, warmup=1, repeats=args.repeats, device="cpu")["median"]
         rows.append({"stop": stop, "tasks_per_s": n / t, "speedup": t_all / t, "ideal": T / stop,
                      "share_of_ideal": (t_all / t) / (T / stop)})
     return {"every_step_tasks_per_s": n / t_all, "tasks": n, "rows": rows}

@@ -7,8 +7,8 @@ parameters of :attr:`MAML.net`) by ``T`` SGD steps on each task's support set:
    \\quad t = 1 .. T,
 
 where ``L^support`` is the mean loss over the task's real (unpadded) support examples. The
-state after step ``t`` is the adapted parameter vector ``theta_t`` of each task, (B, P); the
-task evaluates it on the query set with :meth:`MAML.predict` / :meth:`MAML.features`.
+state after step ``t`` is the adapted parameter vector ``theta_t`` of each task with a
+divergence flag, (B, P + 1) (:meth:`MAML.params`, :meth:`MAML.diverged`); the task evaluates it on the query set with :meth:`MAML.predict` / :meth:`MAML.features`.
 
 Parameters travel as one flat vector per task: the net's parameters in
 ``net.named_parameters()`` order (``body.*`` block by block -- for conv4 ``conv.weight,
@@ -130,9 +130,9 @@ class MAML(StepModel):
 
     Step-wise use::
 
-        theta = model.init_state(inputs)             # (B, P), theta_0 per task
+        theta = model.init_state(inputs)             # (B, P + 1), theta_0 per task, flag 0
         for t in range(1, model.num_steps + 1):
-            theta = model.step(t, theta, inputs)     # (B, P), theta_t
+            theta = model.step(t, theta, inputs)     # (B, P + 1), theta_t
             logits = model.predict(theta, qx)        # (B, Q, out)
 
     ``step`` works under ``torch.no_grad()`` too (``torch.func.grad`` ignores an outer
@@ -142,7 +142,7 @@ class MAML(StepModel):
     ...                         num_steps=3, loss="mse"))
     >>> inputs = dict(support_x=torch.randn(4, 5, 1), support_y=torch.randn(4, 5, 1))
     >>> states = model(inputs)
-    >>> tuple(states.shape) == (3, 4, model.num_params)
+    >>> tuple(states.shape) == (3, 4, model.num_params + 1)
     True
     >>> tuple(model.predict(states, torch.randn(4, 7, 1)).shape)
     (3, 4, 7, 1)
@@ -192,13 +192,29 @@ class MAML(StepModel):
     # -- the step-wise protocol -------------------------------------------------------------
 
     def init_state(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """``theta_0`` flattened and repeated per task: (B, P), differentiable w.r.t. theta_0."""
+        """``theta_0`` flattened and repeated per task, with a clear divergence flag: (B, P + 1),
+        differentiable w.r.t. theta_0 (see :meth:`step` for the flag)."""
         B = inputs["support_x"].shape[0]
         theta0 = self.flat()
-        return theta0.unsqueeze(0).expand(B, theta0.shape[0])
+        flag = theta0.new_zeros(B, 1)
+        return torch.cat([theta0.unsqueeze(0).expand(B, theta0.shape[0]), flag], dim=-1)
+
+    @property
+    def state_size(self) -> int:
+        """Width of a state: the P parameters and the divergence flag."""
+        return self.num_params + 1
+
+    def params(self, states: Tensor) -> Tensor:
+        """The adapted parameters of states (..., P + 1) -> (..., P) (a view)."""
+        if states.shape[-1] != self.state_size:
+            raise ValueError(
+                f"states must end in P + 1 = {self.state_size} (parameters and divergence flag), "
+                f"got shape {tuple(states.shape)}"
+            )
+        return states[..., : self.num_params]
 
     def step(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
-        """One inner SGD step for every task: (B, P) -> (B, P); 1-based ``t``.
+        """One inner SGD step for every task: (B, P + 1) -> (B, P + 1); 1-based ``t``.
 
         .. math:: \\theta_t = \\theta_{t-1} - \\alpha \\nabla_\\theta L^{support}(\\theta_{t-1})
 
@@ -206,53 +222,50 @@ class MAML(StepModel):
         ``first_order``: the gradient is computed from a detached carry (no graph is built
         for it) and only the identity path ``theta_t = theta_{t-1} - ...`` is kept.
 
-        A task whose step diverges (a non-finite parameter) keeps its previous parameters,
-        exactly: NaNs would poison the meta-gradient of every task of the batch (autograd
-        multiplies their zero upstream gradients by non-finite Jacobians). Its state then
-        repeats, which :meth:`diverged` detects, and the task's losses treat such steps as
-        infinitely bad.
+        The last column is a divergence flag (0 or 1). A task whose step diverges (a non-finite
+        parameter) keeps its previous parameters, exactly, and its flag is set for this and
+        every later step: NaNs would poison the meta-gradient of every task of the batch
+        (autograd multiplies their zero upstream gradients by non-finite Jacobians).
+        :meth:`diverged` reads the flag, and the task's losses treat such steps as infinitely
+        bad. (The flag is explicit: a converged task's update can round to nothing in float32,
+        so a repeated state is no sign of divergence.)
 
         :raises FloatingPointError: when every task of the batch diverged (the inner lr is too large).
         """
         self._check_step(t)
+        theta, flag = self.params(carry), carry[..., self.num_params :]
         x, y = inputs["support_x"], inputs["support_y"]
         mask = inputs.get("support_mask")
         if mask is not None and bool((mask == 1).all()):
             mask = None  # no padding in this batch: plain means, no masking work
-        theta = carry.detach() if self.config.first_order else carry
+        source = theta.detach() if self.config.first_order else theta
         in_dims = (0, 0, 0, None if mask is None else 0)
-        grads = vmap(grad(self._support_loss), in_dims=in_dims)(theta, x, y, mask)  # (B, P)
-        new = carry - self.config.inner_lr * grads
-        finite = torch.isfinite(new).all(dim=-1)  # (B,)
-        if not bool(finite.all()):
-            if not bool(finite.any()):
+        grads = vmap(grad(self._support_loss), in_dims=in_dims)(source, x, y, mask)  # (B, P)
+        new = theta - self.config.inner_lr * grads
+        fine = (torch.isfinite(new).all(dim=-1, keepdim=True) & (flag == 0)).detach()  # (B, 1)
+        if not bool(fine.all()):
+            if not bool(fine.any()):
                 raise FloatingPointError(
                     f"inner step {t} of {self.num_steps} diverged (non-finite parameters) for every task of "
                     f"the batch with inner_lr={self.config.inner_lr}; lower model.inner_lr"
                 )
-            new = torch.where(finite.unsqueeze(-1), new, carry)
-        return new
+            new = torch.where(fine, new, theta)
+        return torch.cat([new, torch.where(fine, flag, torch.ones_like(flag))], dim=-1)
 
-    def diverged(self, states: Tensor, steps: list[int] | None = None) -> Tensor:
-        """Which tasks' inner loop had diverged by each step: states (K, B, P) at consecutive
-        ``steps`` (default 1..K) -> (K, B) bool. A diverged task's parameters stop changing
-        (:meth:`step`), and a real SGD step never leaves every parameter exactly where it was."""
-        steps = list(range(1, states.shape[0] + 1)) if steps is None else list(steps)
-        if steps != list(range(steps[0], steps[0] + len(steps))):
-            raise ValueError(f"diverged() needs consecutive steps, got {steps}")
-        first = self.flat().to(states).expand_as(states[0]) if steps[0] == 1 else None
-        prev = torch.cat([first.unsqueeze(0), states[:-1]]) if first is not None else states[:-1]
-        same = (states[-prev.shape[0]:] == prev).all(dim=-1)  # (K or K-1, B)
-        if first is None:  # the first step given has no predecessor here: count it as fine
-            same = torch.cat([torch.zeros_like(same[:1]), same])
-        return same.cummax(dim=0).values
+    def diverged(self, states: Tensor) -> Tensor:
+        """Which tasks' inner loop had diverged by each state: (..., B, P + 1) -> (..., B) bool.
+
+        Any subset of steps works (the flag travels with the state)."""
+        self.params(states)  # checks the width
+        return states[..., self.num_params] > 0
 
     def readout(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
-        """The state at step ``t`` is the adapted parameter vector itself, (B, P)."""
+        """The state at step ``t`` is the carry itself: adapted parameters and flag, (B, P + 1)."""
         return carry
 
     def forward(self, inputs: Mapping[str, Tensor], steps: list[int] | None = None) -> Tensor:
-        """Adapted parameters at ``steps`` (1-based, increasing; None = all T): (K, B, P).
+        """States at ``steps`` (1-based, increasing; None = all T): (K, B, P + 1), the adapted
+        parameters and the divergence flag (:meth:`params`, :meth:`diverged`).
 
         Nothing after ``max(steps)`` is computed.
         """
@@ -263,7 +276,7 @@ class MAML(StepModel):
     def predict(self, states: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Net outputs of each task's inputs at each parameter vector: (..., B, N, out).
 
-        :param Tensor states: (..., B, P), e.g. ``forward``'s (K, B, P) or one (B, P).
+        :param Tensor states: (..., B, P + 1), e.g. ``forward``'s (K, B, P + 1) or one (B, P + 1).
         :param Tensor x: (B, N, ...), the same inputs for every leading index.
         :param Tensor mask: optional (B, N) 0/1; restricts the BN statistics to the real rows
             (padded query sets; the padded rows must be finite, and get outputs too).
@@ -308,12 +321,13 @@ class MAML(StepModel):
         return masked_mean(per_example_loss(out, y, self.config.loss), mask)
 
     def _map_tasks(self, fn, states: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
-        *lead, B, P = states.shape
-        if P != self.num_params or x.shape[0] != B:
+        *lead, B, _ = states.shape
+        if states.shape[-1] != self.state_size or x.shape[0] != B:
             raise ValueError(
-                f"states (..., B, P={self.num_params}) and x (B, N, ...) must agree, "
+                f"states (..., B, P + 1 = {self.state_size}) and x (B, N, ...) must agree, "
                 f"got {tuple(states.shape)} and {tuple(x.shape)}"
             )
+        states, P = self.params(states), self.num_params
         per_task = vmap(fn, in_dims=(0, 0, None if mask is None else 0))  # over B
         flat = states.reshape(-1, B, P)  # (L, B, P)
         out = vmap(per_task, in_dims=(0, None, None))(flat, x, mask)  # (L, B, N, ...)

@@ -91,15 +91,16 @@ def meta_grad(model: MAML, loss: torch.Tensor) -> torch.Tensor:
 def test_mlp_inner_loop_equals_hand_written_sgd(rng, first_order):
     model = mlp_maml(first_order=first_order)
     inputs, query_y = regression_tasks(rng)
-    states = model(inputs)  # (T, B, P)
-    assert states.shape == (3, 3, model.num_params)
+    states = model(inputs)  # (T, B, P + 1)
+    assert states.shape == (3, 3, model.num_params + 1)
+    assert not model.diverged(states).any()
 
     hand_loss = 0.0
     for b in range(3):
         thetas = sgd_by_hand(model, mlp_by_hand, inputs["support_x"][b], inputs["support_y"][b],
                              F.mse_loss, first_order)
         for t, theta in enumerate(thetas):
-            assert torch.allclose(states[t, b], model.flat(theta), atol=1e-12)
+            assert torch.allclose(model.params(states[t, b]), model.flat(theta), atol=1e-12)
         hand_loss = hand_loss + F.mse_loss(mlp_by_hand(thetas[-1], inputs["query_x"][b]), query_y[b])
 
     query_loss = model.task_loss(model.predict(states[-1], inputs["query_x"]), query_y).sum()
@@ -110,7 +111,7 @@ def test_mlp_inner_loop_equals_hand_written_sgd(rng, first_order):
     # FOMAML: the gradient of the query loss at theta_T taken as a leaf
     leaf = states[-1].detach().requires_grad_(True)
     leaf_loss = model.task_loss(model.predict(leaf, inputs["query_x"]), query_y).sum()
-    fomaml = torch.autograd.grad(leaf_loss, leaf)[0]
+    fomaml = torch.autograd.grad(leaf_loss, leaf)[0][:, : model.num_params]
     if first_order:
         assert torch.allclose(ours, fomaml.sum(0), atol=1e-12)
     else:  # the second-order terms matter here, so the comparison above is not vacuous
@@ -128,7 +129,7 @@ def test_conv4_second_order_meta_gradient_equals_hand_written_sgd(rng):
         thetas = sgd_by_hand(model, forward, inputs["support_x"][b], inputs["support_y"][b],
                              F.cross_entropy, first_order=False)
         for t, theta in enumerate(thetas):
-            assert torch.allclose(states[t, b], model.flat(theta), atol=1e-10)
+            assert torch.allclose(model.params(states[t, b]), model.flat(theta), atol=1e-10)
         hand_loss = hand_loss + F.cross_entropy(forward(thetas[-1], inputs["query_x"][b]), query_y[b])
     query_loss = model.task_loss(model.predict(states[-1], inputs["query_x"]), query_y).sum()
     assert torch.allclose(query_loss, hand_loss, atol=1e-10)
@@ -148,7 +149,7 @@ def test_vmap_over_tasks_equals_a_loop_over_tasks(rng):
         one = model({k: v[b : b + 1] for k, v in inputs.items()})
         assert torch.allclose(states[:, b], one[:, 0], atol=1e-12)
         for t in range(2):  # predict/features = the net at that task's parameters
-            params = model.unflat(states[t, b])
+            params = model.unflat(model.params(states[t, b]))
             net_out = functional_call(model.net, params, (inputs["query_x"][b],))
             assert torch.allclose(logits[t, b], net_out, atol=1e-12)
             head = feats[t, b] @ params["head.weight"].T + params["head.bias"]
@@ -160,7 +161,9 @@ def test_shapes_of_predict_features_and_task_loss(rng):
     inputs, query_y = classification_tasks(rng, B=2, Q=2)
     states = model(inputs)
     D = model.net.feature_dim
-    assert states.shape == (3, 2, model.num_params)
+    assert states.shape == (3, 2, model.num_params + 1)
+    with pytest.raises(ValueError, match=r"P \+ 1"):
+        model.predict(model.params(states), inputs["query_x"])
     assert model.predict(states, inputs["query_x"]).shape == (3, 2, 6, 3)
     assert model.features(states, inputs["query_x"]).shape == (3, 2, 6, D)
     assert model.predict(states[0], inputs["query_x"]).shape == (2, 6, 3)
@@ -237,12 +240,13 @@ def test_step_readout_loop_equals_forward_and_steps_are_rows(rng):
     inputs, _ = regression_tasks(rng)
     full = model(inputs)
     carry = model.init_state(inputs)
-    assert torch.equal(carry, model.flat().expand(3, -1))
+    assert torch.equal(model.params(carry), model.flat().expand(3, -1))
+    assert torch.equal(carry[:, -1], torch.zeros(3))
     for t in range(1, 5):
         carry = model.step(t, carry, inputs)
         assert torch.allclose(model.readout(t, carry, inputs), full[t - 1], atol=1e-12)
     assert torch.allclose(model(inputs, steps=[2, 4]), full[[1, 3]], atol=1e-12)
-    assert model(inputs, steps=[1]).shape == (1, 3, model.num_params)
+    assert model(inputs, steps=[1]).shape == (1, 3, model.num_params + 1)
     with pytest.raises(ValueError, match="step t"):
         model.step(5, carry, inputs)
 
@@ -328,10 +332,27 @@ def test_a_diverging_task_keeps_its_parameters_and_spares_the_others():
     bad = model.diverged(states)
     assert bad[:, 1].any() and not bad[:, [0, 2]].any()
     first = int(bad[:, 1].float().argmax())
-    assert torch.equal(states[first, 1], (states[first - 1, 1] if first else model.flat()))
+    assert bad[first:, 1].all()  # once diverged, always diverged
+    kept = model.params(states[first - 1, 1]) if first else model.flat()
+    assert torch.equal(model.params(states[first:, 1]), kept.expand(4 - first, -1))
+    assert torch.equal(model.diverged(states[[first], :]), bad[[first]])  # any subset of steps
     assert bool(torch.isfinite(states).all())
     alone = model({k: v[[0]] for k, v in inputs.items()})
     assert torch.allclose(alone[:, 0], states[:, 0])
     loss = model.task_loss(model.predict(states[-1, [0, 2]], inputs["query_x"][[0, 2]]), qy[[0, 2]]).sum()
     loss.backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def test_a_converged_task_is_not_a_diverged_one():
+    """A task whose update rounds to nothing in float32 (it fits its one point) repeats its state:
+    that is convergence, and the flag stays clear."""
+    torch.manual_seed(0)
+    model = MAML(MAMLConfig(net=dict(kind="mlp", hidden=[8], out_features=1), num_steps=6,
+                            inner_lr=0.5, loss="mse")).float()
+    x = torch.zeros(1, 1, 1)
+    with torch.no_grad():
+        y = model.net(x[0]).reshape(1, 1, 1)  # the net already fits the point: zero gradient
+    states = model(dict(support_x=x, support_y=y))
+    assert torch.equal(states[0], states[-1])  # the state repeats
+    assert not model.diverged(states).any()

@@ -13,21 +13,18 @@ _COMMON = ("tasks/few_shot/task.py", "tasks/few_shot/sampler.py", "tasks/few_sho
 _DATA = ("tasks/few_shot/data.py", "tasks/few_shot/sampler.py", "tasks/few_shot/regression.py",
          "tasks/few_shot/glyphs.py", "tasks/few_shot/folders.py")
 
+
+
+def _spec(name: str, title: str) -> TaskSpec:
+    """Both few-shot tasks: MAML, the same sources and report module."""
+    return TaskSpec(name=name, title=title, model_label="maml", model_name="MAML",
+                    sources={"data": _DATA, "model": _COMMON + ("tasks/few_shot/data.py",),
+                             "report": ("tasks/few_shot/report.py",)},
+                    report="l2o.tasks.few_shot.report")
+
+
 SPECS = {
-    "few_shot_classification": TaskSpec(
-        name="few_shot_classification",
-        title="Task-imbalanced few-shot classification (MAML-stop, paper Sec. 5.2)",
-        model_label="maml", model_name="MAML",
-        sources={"data": _DATA, "model": _COMMON + ("tasks/few_shot/data.py",),
-                 "report": ("tasks/few_shot/report.py",)},
-        report="l2o.tasks.few_shot.report",
-    ),
-    "few_shot_regression": TaskSpec(
-        name="few_shot_regression",
-        title="Few-shot regression with task-imbalanced shots (MAML-stop)",
-        model_label="maml", model_name="MAML",
-        sources={"data": _DATA, "model": _COMMON + ("tasks/few_shot/data.py",),
-                 "report": ("tasks/few_shot/report.py",)},
-        report="l2o.tasks.few_shot.report",
-    ),
+    "few_shot_classification": _spec("few_shot_classification",
+                                     "Task-imbalanced few-shot classification (MAML-stop, paper Sec. 5.2)"),
+    "few_shot_regression": _spec("few_shot_regression", "Few-shot regression with task-imbalanced shots (MAML-stop)"),
 }

@@ -6,7 +6,7 @@ A batch holds B few-shot tasks (:mod:`l2o.tasks.few_shot.sampler`): ``support_x`
 ``support_y``, ``support_mask`` (tasks of one batch have different shot counts and are
 padded), ``query_x``, ``query_y`` and ``shots`` (the condition). The model is
 :class:`~l2o.models.maml.MAML`: its state after step t is each task's adapted parameter
-vector (K, B, P). The stop policy is an MLP (:class:`~l2o.models.stop_policy.StopPolicy`)
+vector and divergence flag (K, B, P + 1). The stop policy is an MLP (:class:`~l2o.models.stop_policy.StopPolicy`)
 that sees no query label: per step, the mean penultimate features of the support and of the
 (unlabelled) query set at the adapted parameters, the support loss, the support error, and
 the step position. Metrics are the query accuracy (%) or the query MSE per task, averaged
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -84,11 +84,22 @@ class FewShotTask(StoppingTask):
     model_label = "maml"
     metric: str
     loss_kind: str  # "ce" or "mse"
+    data_config: type  # the ``data`` section's dataclass
+    write_data: Callable[[Any, Path], dict]  # writes the data file of such a section
 
     def __init__(self, arrays: dict, config, data_hash: str, device: str = "cpu"):
         self.arrays, self.config, self.data_hash, self.device = arrays, config, data_hash, str(device)
         self.learner: MAML | None = None  # the model whose states the policy reads (set by build_model)
         self._sets: dict[str, list[dict[str, Tensor]]] = {}
+
+    @classmethod
+    def prepare_data(cls, data: dict, out: Path) -> dict:
+        return cls.write_data(take_fields(cls.data_config, data, "config section 'data'"), out)
+
+    @classmethod
+    def load(cls, data: Path, device: str = "cpu") -> "FewShotTask":
+        arrays, config, data_hash = read_data(data)
+        return cls(arrays, take_fields(cls.data_config, config, f"the data file {data}"), data_hash, device)
 
     # -- model and policy ----------------------------------------------------------
     def net_config(self) -> dict:
@@ -132,19 +143,17 @@ class FewShotTask(StoppingTask):
             raise RuntimeError("build (or load) the model first: its states are read through it")
         return self.learner
 
-    def _diverged(self, states: Tensor) -> Tensor | None:
-        """(K, B) bool: the task's inner loop had diverged by that step (only for the states of
-        every step, K = T: a subset, such as Stage I's drawn steps, has no divergence to mark)."""
-        net = self._learner()
-        return net.diverged(states) if states.shape[0] == net.num_steps else None
+    def _diverged(self, states: Tensor) -> Tensor:
+        """(K, B) bool: the task's inner loop had diverged by that step."""
+        return self._learner().diverged(states)
 
     def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The query loss of every task after each step: states (K, B, P) -> (B, K); +inf after
+        """The query loss of every task after each step: states (K, B, P + 1) -> (B, K); +inf after
         the task's inner loop diverged (the oracle then gives those steps no mass)."""
         net = self._learner()
         losses = net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"])
         bad = self._diverged(states)
-        if bad is not None and bool(bad.any()):
+        if bool(bad.any()):
             losses = torch.where(bad, torch.full_like(losses, float("inf")), losses)
         return losses.T
 
@@ -172,7 +181,7 @@ class FewShotTask(StoppingTask):
         """The rule's input: how much the adapted parameters moved at each step, relative."""
         from l2o.tasks.base import relative_change
 
-        return relative_change(states)
+        return relative_change(self._learner().params(states))
 
     # -- fixed sets ----------------------------------------------------------------
     def _count(self, split: str) -> int:
@@ -205,6 +214,8 @@ class FewShotClassificationTask(FewShotTask):
     metric = "accuracy"
     higher_is_better = True
     loss_kind = "ce"
+    data_config = ClassificationDataConfig
+    write_data = staticmethod(write_classification_data)
 
     def __init__(self, arrays: dict, config: ClassificationDataConfig, data_hash: str, device: str = "cpu"):
         super().__init__(arrays, config, data_hash, device)
@@ -214,15 +225,6 @@ class FewShotClassificationTask(FewShotTask):
         self.splits = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("split/")}
         self.names = [str(n) for n in arrays["names"]]
         self.sampler = config.sampler
-
-    @classmethod
-    def prepare_data(cls, data: dict, out: Path) -> dict:
-        return write_classification_data(take_fields(ClassificationDataConfig, data, "config section 'data'"), out)
-
-    @classmethod
-    def load(cls, data: Path, device: str = "cpu") -> "FewShotClassificationTask":
-        arrays, config, data_hash = read_data(data)
-        return cls(arrays, take_fields(ClassificationDataConfig, config, f"the data file {data}"), data_hash, device)
 
     def net_config(self) -> dict:
         ch, H = self.arrays["images"].shape[2], self.arrays["images"].shape[3]
@@ -247,7 +249,6 @@ class FewShotClassificationTask(FewShotTask):
         logits = self._learner().predict(states, batch["query_x"])  # (K, B, Q, ways)
         accuracy = 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1)
         bad = self._diverged(states)
-        bad = torch.zeros_like(accuracy, dtype=torch.bool) if bad is None else bad
         return {"accuracy": torch.where(bad, 0.0, accuracy).T, "diverged": bad.float().T}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
@@ -265,19 +266,12 @@ class FewShotRegressionTask(FewShotTask):
     higher_is_better = False
     gain_floor = 0.05
     loss_kind = "mse"
+    data_config = RegressionDataConfig
+    write_data = staticmethod(write_regression_data)
 
     def __init__(self, arrays: dict, config: RegressionDataConfig, data_hash: str, device: str = "cpu"):
         super().__init__(arrays, config, data_hash, device)
         self.family = config.family_config
-
-    @classmethod
-    def prepare_data(cls, data: dict, out: Path) -> dict:
-        return write_regression_data(take_fields(RegressionDataConfig, data, "config section 'data'"), out)
-
-    @classmethod
-    def load(cls, data: Path, device: str = "cpu") -> "FewShotRegressionTask":
-        arrays, config, data_hash = read_data(data)
-        return cls(arrays, take_fields(RegressionDataConfig, config, f"the data file {data}"), data_hash, device)
 
     def net_config(self) -> dict:
         return {"kind": "mlp", "in_features": int(self.family.dim), "out_features": 1}
