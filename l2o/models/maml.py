@@ -86,6 +86,10 @@ class MAMLConfig:
     :param float inner_lr: alpha, the inner learning rate (paper: 0.1 Omniglot, 0.05
         mini-ImageNet).
     :param bool first_order: detach the inner gradient (FOMAML); default second order.
+    :param float max_step_ratio: an inner step that moves a task's parameters by more than this
+        many times their norm plus one (L2) marks the task diverged (:meth:`MAML.step`): SGD
+        is blowing up, and parameters that grow on would overflow float32 in the backward pass
+        long before they turn non-finite themselves.
     :param str loss: ``ce`` (classification, long labels) or ``mse`` (regression).
     """
 
@@ -94,6 +98,7 @@ class MAMLConfig:
     inner_lr: float = 0.01
     first_order: bool = False
     loss: str = "ce"
+    max_step_ratio: float = 10.0
 
     def __post_init__(self):
         net = dict(self.net)
@@ -108,6 +113,8 @@ class MAMLConfig:
             raise ValueError(f"model.num_steps must be >= 2, got {self.num_steps}")
         if not (math.isfinite(self.inner_lr) and self.inner_lr > 0):
             raise ValueError(f"model.inner_lr must be > 0, got {self.inner_lr}")
+        if not (math.isfinite(self.max_step_ratio) and self.max_step_ratio > 0):
+            raise ValueError(f"model.max_step_ratio must be > 0, got {self.max_step_ratio}")
         if self.loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, got {self.loss!r}")
 
@@ -223,12 +230,16 @@ class MAML(StepModel):
         for it) and only the identity path ``theta_t = theta_{t-1} - ...`` is kept.
 
         The last column is a divergence flag (0 or 1). A task whose step diverges (a non-finite
-        parameter) keeps its previous parameters, exactly, and its flag is set for this and
-        every later step: NaNs would poison the meta-gradient of every task of the batch
-        (autograd multiplies their zero upstream gradients by non-finite Jacobians).
-        :meth:`diverged` reads the flag, and the task's losses treat such steps as infinitely
-        bad. (The flag is explicit: a converged task's update can round to nothing in float32,
-        so a repeated state is no sign of divergence.)
+        parameter, or a step longer than ``max_step_ratio`` times the parameters' norm plus one)
+        keeps its previous parameters, exactly, and its flag is set for this and
+        every later step; from then on its support gradient is taken at a harmless point off
+        the graph, and the step that diverged is recomputed that way. No non-finite value
+        enters the graph: backward would multiply it by a zero upstream gradient, and the
+        NaN would reach the shared parameters' gradient, i.e. every task of the batch.
+        The step is rejected, as a safeguarded SGD would: the task stops adapting where it was
+        (plain MAML would give NaN for the whole batch). :meth:`diverged` reads the flag; the
+        report counts such tasks. (The flag is explicit: a converged task's update can round
+        to nothing in float32, so a repeated state is no sign of divergence.)
 
         :raises FloatingPointError: when every task of the batch diverged (the inner lr is too large).
         """
@@ -239,18 +250,36 @@ class MAML(StepModel):
         if mask is not None and bool((mask == 1).all()):
             mask = None  # no padding in this batch: plain means, no masking work
         source = theta.detach() if self.config.first_order else theta
-        in_dims = (0, 0, 0, None if mask is None else 0)
-        grads = vmap(grad(self._support_loss), in_dims=in_dims)(source, x, y, mask)  # (B, P)
-        new = theta - self.config.inner_lr * grads
-        fine = (torch.isfinite(new).all(dim=-1, keepdim=True) & (flag == 0)).detach()  # (B, 1)
+        active = flag == 0  # (B, 1)
+        new = theta - self.config.inner_lr * self._support_grads(source, active, x, y, mask)
+        fine = self._fine(theta, new) & active  # (B, 1)
         if not bool(fine.all()):
             if not bool(fine.any()):
                 raise FloatingPointError(
-                    f"inner step {t} of {self.num_steps} diverged (non-finite parameters) for every task of "
+                    f"inner step {t} of {self.num_steps} diverged (non-finite or exploding parameters) for every task of "
                     f"the batch with inner_lr={self.config.inner_lr}; lower model.inner_lr"
                 )
+            if bool((active & ~fine).any()):  # a task diverged at this step: recompute without it, so
+                # that no non-finite value is in the graph (backward would turn 0 * inf into NaN in
+                # the shared parameters' gradient, i.e. for every task)
+                new = theta - self.config.inner_lr * self._support_grads(source, fine, x, y, mask)
             new = torch.where(fine, new, theta)
         return torch.cat([new, torch.where(fine, flag, torch.ones_like(flag))], dim=-1)
+
+    def _fine(self, theta: Tensor, new: Tensor) -> Tensor:
+        """(B, 1) bool: the step from ``theta`` to ``new`` (B, P) is finite and not blowing up."""
+        with torch.no_grad():
+            step = (new - theta).norm(dim=-1, keepdim=True)
+            bound = self.config.max_step_ratio * (theta.norm(dim=-1, keepdim=True) + 1.0)
+            return torch.isfinite(new).all(dim=-1, keepdim=True) & (step <= bound)
+
+    def _support_grads(self, theta: Tensor, keep: Tensor, x: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+        """Support-loss gradients of every task, (B, P); the rows where ``keep`` (B, 1) is False
+        are taken at zero parameters instead, off the graph (a harmless point: finite values)."""
+        if not bool(keep.all()):
+            theta = torch.where(keep, theta, torch.zeros_like(theta))
+        in_dims = (0, 0, 0, None if mask is None else 0)
+        return vmap(grad(self._support_loss), in_dims=in_dims)(theta, x, y, mask)
 
     def diverged(self, states: Tensor) -> Tensor:
         """Which tasks' inner loop had diverged by each state: (..., B, P + 1) -> (..., B) bool.

@@ -83,6 +83,15 @@ def make_adam(params: list[torch.Tensor], lr: float, weight_decay: float) -> tor
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def _non_finite_grad(modules: dict[str, nn.Module]) -> str | None:
+    """The name (``module.parameter``) of the first parameter whose gradient has a NaN or inf."""
+    for name, module in modules.items():
+        for pname, p in module.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return f"{name}.{pname}"
+    return None
+
+
 def fit(
     *,
     stage: str,
@@ -176,6 +185,12 @@ def fit(
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        bad = _non_finite_grad(modules)
+        if bad is not None:  # stop before the update: the last checkpoint stays clean
+            raise FloatingPointError(
+                f"{stage}: the gradient of {bad} is not finite at iteration {it} (the loss, "
+                f"{loss.item():.4g}, is); lower {stage}.lr or check the model's numerics"
+            )
         opt.step()
         if sched is not None:
             sched.step()

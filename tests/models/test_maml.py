@@ -290,7 +290,7 @@ def test_huge_inner_lr_raises_naming_the_step(rng):
     model = MAML(MAMLConfig(net=MLP_NET, num_steps=3, inner_lr=1e30, loss="mse"))
     inputs = dict(support_x=10 * torch.randn(2, 4, 2, generator=rng),
                   support_y=10 * torch.randn(2, 4, 1, generator=rng))
-    message = r"inner step 2 of 3 diverged .*inner_lr=1e\+30.*lower model.inner_lr"
+    message = r"inner step 1 of 3 diverged .*inner_lr=1e\+30.*lower model.inner_lr"
     with pytest.raises(FloatingPointError, match=message):
         model(inputs)
 
@@ -342,6 +342,45 @@ def test_a_diverging_task_keeps_its_parameters_and_spares_the_others():
     loss = model.task_loss(model.predict(states[-1, [0, 2]], inputs["query_x"][[0, 2]]), qy[[0, 2]]).sum()
     loss.backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def test_a_task_diverging_in_float32_leaves_the_meta_gradient_finite():
+    """float32, one task's SGD blows up (huge inputs: a huge curvature). Its parameters would stay
+    finite for a few steps while the backward pass overflowed (NaN for every parameter, before the
+    fix); instead its first exploding step is rejected: it keeps theta_0, is flagged, and Stage I's
+    soft-min has a finite meta-gradient; the other tasks adapt as if alone."""
+    from l2o.stopping.objectives import soft_min_loss
+
+    torch.manual_seed(0)
+    model = MAML(MAMLConfig(net=dict(kind="mlp", hidden=[16, 16], out_features=1), num_steps=6,
+                            inner_lr=0.05, loss="mse")).float()
+    rng = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 1, generator=rng)
+    x[1] *= 300.0
+    inputs = dict(support_x=x, support_y=torch.randn(3, 5, 1, generator=rng))
+    qx, qy = torch.randn(3, 4, 1, generator=rng), torch.randn(3, 4, 1, generator=rng)
+    states = model(inputs)
+    bad = model.diverged(states)
+    assert bad[:, 1].all() and not bad[:, [0, 2]].any()
+    assert torch.equal(model.params(states[:, 1]), model.flat().expand(6, -1).detach())
+    losses = model.task_loss(model.predict(states, qx), qy)  # (T, B)
+    soft_min_loss(losses.T, beta=0.1).backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    alone = model({k: v[[0, 2]] for k, v in inputs.items()})
+    assert torch.allclose(alone, states[:, [0, 2]])
+
+
+def test_max_step_ratio_flags_a_blowing_up_step_before_it_overflows():
+    model = mlp_maml(T=3)
+    inputs, _ = regression_tasks(torch.Generator().manual_seed(0))
+    theta = model.init_state(inputs)
+    step = (model.params(model.step(1, theta, inputs)) - model.params(theta)).detach()
+    ratio = float((step.norm(dim=-1) / (model.params(theta).detach().norm(dim=-1) + 1)).min())
+    strict = MAML(MAMLConfig(**{**model.describe(), "max_step_ratio": ratio / 2})).double()
+    strict.load_state_dict(model.state_dict())
+    with pytest.raises(FloatingPointError, match="inner step 1 of 3"):  # every task's step is "too long"
+        strict(inputs)
+    assert not model.diverged(model(inputs)).any()
 
 
 def test_a_converged_task_is_not_a_diverged_one():

@@ -32,7 +32,7 @@ def make_model(init_seed: int = 0) -> nn.Module:
 
 
 def run_fit(model, work_dir, *, iterations=20, val_every=5, fingerprint="fp-a", kill_at=None,
-            nan_at=None, calls=None, **kw):
+            nan_at=None, nan_grad_at=None, calls=None, **kw):
     """fit() on the toy regression; ``kill_at``: raise Killed inside loss_fn at that iteration."""
     counter = {"it": 0}
 
@@ -45,6 +45,8 @@ def run_fit(model, work_dir, *, iterations=20, val_every=5, fingerprint="fp-a", 
         loss = (model(batch["x"]).squeeze(-1) - batch["y"]).pow(2).mean()
         if nan_at is not None and counter["it"] == nan_at:
             return loss * float("nan")
+        if nan_grad_at is not None and counter["it"] == nan_grad_at:  # finite value, NaN gradient
+            return loss + _nan_grad(model.weight)
         return loss
 
     def validate():
@@ -161,6 +163,20 @@ def test_checkpoint_with_another_fingerprint_is_ignored(tmp_path, caplog):
 def test_nan_loss_raises_naming_the_stage(tmp_path, nan_at):
     with pytest.raises(FloatingPointError, match=rf"{STAGE}.*iteration {nan_at}"):
         run_fit(make_model(), tmp_path / "w", nan_at=nan_at)
+
+
+def _nan_grad(w: torch.Tensor) -> torch.Tensor:
+    """0 in value, NaN in gradient (sqrt at 0 has an infinite slope, times 0)."""
+    return (w * 0.0).abs().sqrt().sum() * 0.0
+
+
+def test_nan_gradient_raises_before_the_update_naming_the_parameter(tmp_path):
+    model = make_model()
+    with pytest.raises(FloatingPointError, match=rf"{STAGE}: the gradient of model.weight .*iteration 7"):
+        run_fit(model, tmp_path / "w", nan_grad_at=7)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    last = torch.load(tmp_path / "w" / "last.pt", weights_only=False)  # the checkpoint of iteration 5
+    assert last["iteration"] == 5
 
 
 def test_nan_validation_raises_naming_the_stage(tmp_path):

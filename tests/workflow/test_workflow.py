@@ -1,4 +1,4 @@
-"""End-to-end: the tiny config (both tasks) through Snakemake, MLflow runs, rerun behaviour, schema errors."""
+"""End-to-end: the tiny config (every task) through Snakemake, MLflow runs, rerun behaviour, schema errors."""
 
 from __future__ import annotations
 
@@ -170,12 +170,15 @@ def test_denoising_section_change_reruns_only_denoising_jobs(rerun_dir):
                                     "evaluate", "report"}
 
 
-def test_denoising_source_edit_reruns_only_denoising_jobs(rerun_dir):
-    with open(rerun_dir / "l2o/models/dncnn.py", "a") as fh:
+@pytest.mark.parametrize("path, tasks", [("l2o/models/dncnn.py", {DN}), ("l2o/models/maml.py", {FC, FR})])
+def test_a_model_source_edit_reruns_only_its_tasks_training(rerun_dir, path, tasks):
+    with open(rerun_dir / path, "a") as fh:
         fh.write("\n# an edit\n")
     jobs = planned_task_jobs(rerun_dir)
-    assert {task for _, task in jobs} == {DN, "-"}
-    assert ("data", DN) not in jobs and ("classical", DN) not in jobs and ("stage1", DN) in jobs
+    assert {task for _, task in jobs} == tasks | {"-"}
+    for task in tasks:
+        assert ("data", task) not in jobs and ("classical", task) not in jobs
+        assert ("stage1", task) in jobs and ("evaluate", task) in jobs
 
 
 def test_variant_override_change_reruns_only_that_variant(rerun_dir):

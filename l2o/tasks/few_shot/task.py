@@ -148,14 +148,11 @@ class FewShotTask(StoppingTask):
         return self._learner().diverged(states)
 
     def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The query loss of every task after each step: states (K, B, P + 1) -> (B, K); +inf after
-        the task's inner loop diverged (the oracle then gives those steps no mass)."""
+        """The query loss of every task after each step: states (K, B, P + 1) -> (B, K). A task
+        whose inner loop diverged keeps its last good parameters (:meth:`MAML.step`), so its
+        losses stay finite: those of the parameters it kept."""
         net = self._learner()
-        losses = net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"])
-        bad = self._diverged(states)
-        if bool(bad.any()):
-            losses = torch.where(bad, torch.full_like(losses, float("inf")), losses)
-        return losses.T
+        return net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"]).T
 
     def support_error(self, outputs: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """How wrong the adapted model still is on its own support set: (K, B, S, out) -> (K, B)."""
@@ -244,12 +241,12 @@ class FewShotClassificationTask(FewShotTask):
         return masked_mean(1.0 - p.squeeze(-1), batch["support_mask"])
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``accuracy``: % of each task's query set classified right after each step (0 after its inner
-        loop diverged), and ``diverged`` (1/0): each (B, K)."""
+        """``accuracy``: % of each task's query set classified right after each step, and
+        ``diverged`` (1/0: its inner loop had blown up and it kept its last good parameters):
+        each (B, K)."""
         logits = self._learner().predict(states, batch["query_x"])  # (K, B, Q, ways)
         accuracy = 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1)
-        bad = self._diverged(states)
-        return {"accuracy": torch.where(bad, 0.0, accuracy).T, "diverged": bad.float().T}
+        return {"accuracy": accuracy.T, "diverged": self._diverged(states).float().T}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
         """Mean query accuracy (%) over tasks, its 95% interval (``accuracy_ci95``), and the % of
@@ -287,10 +284,9 @@ class FewShotRegressionTask(FewShotTask):
         return masked_mean((outputs - batch["support_y"]).abs().squeeze(-1), batch["support_mask"])
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``mse``: each task's query mean squared error after each step (inf after its inner loop
-        diverged), and ``diverged`` (1/0): each (B, K)."""
-        mse = self.step_losses(states, batch)
-        return {"mse": mse, "diverged": torch.isinf(mse).float()}
+        """``mse``: each task's query mean squared error after each step, and ``diverged`` (1/0:
+        its inner loop had blown up and it kept its last good parameters): each (B, K)."""
+        return {"mse": self.step_losses(states, batch), "diverged": self._diverged(states).float().T}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
         """Mean query MSE over tasks, its 95% interval (``mse_ci95``), and the % of tasks whose inner
