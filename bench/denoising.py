@@ -23,11 +23,11 @@ file's test images are used instead (its own stops).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.save import save_result
 from bench.timing import time_repeats
 
 import torch
@@ -193,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args)
     md = render(result)
     print(md)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = result["when"].replace(":", "").replace("+0000", "Z")
-    (args.out / f"denoising-{stamp}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (args.out / "denoising-latest.md").write_text(md)
+    save_result(args.out, "denoising", result, md)
     return 0
 
 

@@ -66,18 +66,14 @@ def results_table(res: TaskResults) -> pd.DataFrame:
 def stop_table(res: TaskResults) -> pd.DataFrame:
     """Per shot count: the learned stop, the oracle's best step, and what each gives."""
     s, m = res.summary, res.metric
-    info = res.curves[0].get("maml_stop", {})
+    hists = _oracle_histograms(res)
+    if hists and "mixed" not in hists:
+        hists["mixed"] = np.sum(list(hists.values()), axis=0)
     rows = []
     for cond in res.conditions():
-        hist = info.get("oracle_histogram_by_condition", {}).get(cond)
-        if hist is None and cond == "mixed":
-            per = [np.asarray(h) for h in info.get("oracle_histogram_by_condition", {}).values()]
-            hist = np.sum(per, axis=0) if per else None
-        oracle_mean = (float((np.asarray(hist) * np.arange(1, len(hist) + 1)).sum() / max(np.sum(hist), 1))
-                       if hist is not None else float("nan"))
         rows.append({"shots": "all" if cond == "mixed" else cond.removeprefix("shots"),
                      "mean stop step": fmt(cell(s, "maml_stop", cond, "mean_stop")[0]),
-                     "oracle's mean best step": fmt(oracle_mean),
+                     "oracle's mean best step": fmt(_mean_step(hists[cond]) if cond in hists else float("nan")),
                      f"{m} at stop": _with_ci(s, "maml_stop", cond, m),
                      f"{m} at step T": _with_ci(s, "maml_stop", cond, m, "_last"),
                      f"{m} at the oracle's step": _with_ci(s, "maml_stop", cond, m, "_oracle")})
@@ -106,16 +102,63 @@ def findings(res: TaskResults) -> list[str]:
             out.append(f"MAML-stop is {verdict} {what}: {fmt(stop, ci, dg)} vs {fmt(o, oci, dg)} ({d:+.{dg}f}).")
     conds = [c for c in res.conditions() if c != "mixed"]
     stops = {shots_of(c): v("maml_stop", "mean_stop", c) for c in conds}
-    stops = {k: x for k, x in stops.items() if np.isfinite(x)}
-    if len(stops) >= 2:
-        ks = np.array(sorted(stops))
-        ys = np.array([stops[k] for k in ks])
-        slope = float(np.polyfit(ks, ys, 1)[0]) if np.ptp(ys) > 0 else 0.0
-        verdict = ("the same number of steps whatever the shots" if abs(slope) < 1e-3 else
-                   "more steps for more shots, as 'tasks with less data prefer fewer steps' predicts" if slope > 0
-                   else "FEWER steps for more shots, the opposite of 'tasks with less data prefer fewer steps'")
-        out.append("Mean stop step by shots: " + ", ".join(f"k = {k}: {stops[k]:.2f}" for k in ks) + f" — {verdict}.")
+    oracle = _oracle_mean_steps(res)
+    for what, by_shots in (("Mean stop step", stops), ("The oracle's mean best step (Stage I network)", oracle)):
+        statement = trend_statement(what, by_shots)
+        if statement:
+            out.append(statement)
+    out.append(divergence_finding(v))
     return out
+
+
+def trend_statement(what: str, by_shots: dict[int, float], min_range: float = 0.5) -> str | None:
+    """``what`` per shot count and its direction: a least-squares slope, and 'the same' when the
+    values span less than ``min_range`` steps (None with fewer than two shot counts).
+
+    >>> trend_statement("Stop", {1: 9.9, 5: 10.0})
+    'Stop by shots: k = 1: 9.90, k = 5: 10.00 — about the same number of steps whatever the shots.'
+    """
+    by_shots = {k: x for k, x in by_shots.items() if np.isfinite(x)}
+    if len(by_shots) < 2:
+        return None
+    ks = np.array(sorted(by_shots))
+    ys = np.array([by_shots[k] for k in ks])
+    if np.ptp(ys) < min_range:
+        verdict = "about the same number of steps whatever the shots"
+    elif np.polyfit(ks, ys, 1)[0] > 0:
+        verdict = "more steps for more shots, as 'tasks with less data prefer fewer steps' predicts"
+    else:
+        verdict = "FEWER steps for more shots, the opposite of 'tasks with less data prefer fewer steps'"
+    return f"{what} by shots: " + ", ".join(f"k = {k}: {by_shots[k]:.2f}" for k in ks) + f" — {verdict}."
+
+
+def _oracle_histograms(res: TaskResults) -> dict[str, np.ndarray]:
+    """Condition -> the histogram (T,) of the oracle's best step of MAML-stop's network (seed 0)."""
+    hists = res.curves[0].get("maml_stop", {}).get("oracle_histogram_by_condition", {}) if res.curves else {}
+    return {c: np.asarray(h, dtype=float) for c, h in hists.items()}
+
+
+def _mean_step(hist: np.ndarray) -> float:
+    """Mean 1-based step of a histogram over steps (T,)."""
+    return float((hist * np.arange(1, len(hist) + 1)).sum() / max(hist.sum(), 1.0))
+
+
+def _oracle_mean_steps(res: TaskResults) -> dict[int, float]:
+    """Shot count -> the oracle's mean best step of MAML-stop's network on the test tasks."""
+    return {shots_of(c): _mean_step(h) for c, h in _oracle_histograms(res).items() if c.startswith("shots")}
+
+
+def divergence_finding(v) -> str:
+    """How many test tasks' inner loops blew up (their exploding step rejected, the parameters kept);
+    ``v(method, metric)`` reads the summary's mixed cell."""
+    readings = {"MAML, by step T": v("maml", "diverged_pct"),
+                "MAML-stop's network, by step T": v("maml_stop", "diverged_pct_last"),
+                "by its stop": v("maml_stop", "diverged_pct")}
+    readings = {k: x for k, x in readings.items() if np.isfinite(x)}
+    if not any(x > 0 for x in readings.values()):
+        return "No test task's inner loop blew up."
+    return ("Test tasks whose inner SGD blew up (the exploding step rejected: the task keeps its parameters, as a "
+            "safeguarded SGD would): " + "; ".join(f"{k} {x:.1f}%" for k, x in readings.items()) + ".")
 
 
 def setting_text(res: TaskResults) -> list[str]:
