@@ -200,8 +200,12 @@ def run_models(
                       "train_seconds": ckpt.get("seconds"), "mlflow_run_id": ckpt.get("mlflow_run_id"),
                       "oracle_mass": ckpt.get("oracle_mass"), "beta": ckpt.get("beta")}
         for split, mixed in job.eval_splits().items():
+            t0 = time.perf_counter()
+            log.info("evaluate: %s on %s ...", method, split)
             out = collect(job, net, split, policy=policy, candidates=candidates, full=True,
                           change=role == "stop" and mixed)
+            log.info("evaluate: %s on %s: %d examples, every step in %.1f s", method, split,
+                     len(out.conditions), time.perf_counter() - t0)
             curves.setdefault("conditions", {})[split] = (["mixed"] if mixed else []) + _ordered(out.conditions)
             if mixed:
                 info["last_only_seconds"], info["examples"] = _time_last_only(job, net, split, time_inference)
@@ -218,7 +222,9 @@ def run_models(
             rows += srows
             if not mixed:
                 continue
+            t0 = time.perf_counter()
             early, full, ee_steps = _early_exit(job, net, policy, split, candidates, time_inference)
+            log.info("evaluate: %s early-exit check in %.1f s", method, time.perf_counter() - t0)
             info.update(_curves(job, out, q, stop_steps, candidates, net.num_steps))
             info.update(early_exit_seconds=early, all_steps_seconds=full,
                         early_exit_agrees=bool((ee_steps == stop_steps).all()))
@@ -226,7 +232,9 @@ def run_models(
                 log.warning("%s: early exit stopped %d examples elsewhere than the all-steps path", method,
                             int((ee_steps != stop_steps).sum()))
             if role == "stop":
+                t0 = time.perf_counter()
                 rows += _baselines_at_equal_cost(job, spec, net, out, stop_steps, candidates, info)
+                log.info("evaluate: fixed-depth and rule baselines (validation) in %.1f s", time.perf_counter() - t0)
         curves[method] = info
     df = write_table(rows, out_table, seed)
     write_json_atomic(curves, out_json)
