@@ -72,7 +72,7 @@ def mean_ci95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[fl
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
         return float((w * v).sum() / max(w.sum(), 1e-300)), float("nan")
-    if len(v) < 2 or not np.isfinite(v).all():  # one task, or a diverged task's infinite loss: no interval
+    if len(v) < 2 or not np.isfinite(v).all():  # one task, or a non-finite value: no interval
         return float(v.mean()), float("nan")
     ci = 1.96 * float(v.std(ddof=1)) / float(np.sqrt(len(v)))
     return float(v.mean()), ci
