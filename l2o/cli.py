@@ -235,7 +235,9 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
             raise ValueError("evaluate: give at least one checkpoint (--baseline, --stop, ...)")
         df = run_models(data=args.data, checkpoints=ckpts, out_table=args.out_dir / "metrics.csv",
                         out_json=args.out_dir / "curves.json", out_showcase=args.out_dir / "showcase.npz",
-                        seed=args.seed, sample_seed=tcfg.get("evaluate", {}).get("sample_seed", 0), **common)
+                        seed=args.seed, sample_seed=tcfg.get("evaluate", {}).get("sample_seed", 0),
+                        time_inference=tcfg.get("evaluate", {}).get("time_inference", True),
+                        timing_examples=tcfg.get("evaluate", {}).get("timing_examples", 256), **common)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "predict":
         from l2o.predict import predict_file
@@ -247,6 +249,7 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
 
 def _report(args, cfg: dict) -> int:
     """``l2o report``: the workflow's report from a results folder (every task of the config)."""
+    from l2o.config import with_prior_sweep
     from l2o.report.build import build_report
     from l2o.report.results import TaskInputs
     from l2o.tasks.registry import task_spec
@@ -254,7 +257,7 @@ def _report(args, cfg: dict) -> int:
     r = args.results
     tasks = {}
     for task in cfg.get("tasks") or []:
-        tcfg = cfg.get(task, {})
+        tcfg = with_prior_sweep(task, cfg.get(task, {}))
         seeds = tcfg.get("seeds", cfg.get("seeds", [0]))
         base = r / task
         classical = task_spec(task).has_classical
@@ -267,6 +270,7 @@ def _report(args, cfg: dict) -> int:
             classical_info=base / "classical/classical.json" if classical else None,
             classical_showcase=base / "classical/showcase.npz" if classical else None,
             ablations={v: {"tables": [base / f"seed{s}/ablations/{v}/evaluation/metrics.csv" for s in seeds],
+                           "curves": [base / f"seed{s}/ablations/{v}/evaluation/curves.json" for s in seeds],
                            "overrides": over} for v, over in tcfg.get("ablations", {}).items()},
         )
     if not tasks:

@@ -33,21 +33,12 @@ from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.inference import predict_early_exit, stop_index
 from l2o.tasks.registry import load_task, task_spec
 from l2o.train.common import collect
+from l2o.tradeoff import (depth_seconds, early_exit_seconds, first_below, mean_by_condition,
+                            per_step_by_condition, rule_curve, timing_batches)
 
 log = logging.getLogger("l2o")
 
 ROLES = ("baseline", "matched", "stop", "stop_ft", "aevb")
-
-
-def first_below(values: np.ndarray, eps: float) -> np.ndarray:
-    """0-based index of the first step whose value is < eps (else the last), per row (N, T) -> (N,).
-
-    >>> first_below(np.array([[0.5, 0.1, 0.01], [0.5, 0.4, 0.3]]), 0.2)
-    array([1, 2])
-    """
-    hit = values < eps
-    hit[:, -1] = True
-    return hit.argmax(axis=1)
 
 
 def tune_change_rule(change: np.ndarray, losses: np.ndarray, max_mean_stop: float, grid=None,
@@ -100,7 +91,7 @@ def _stopping_rows(task, method, out, candidates, uniforms, mixed):
     for cond in _ordered(out.conditions):
         mean_stop[cond] = float(stop_steps[out.conditions == cond].mean())
     rows += metric_rows(task.name, method, "mean_stop", mean_stop)
-    return rows, q, stop_steps
+    return rows, q, stop_steps, steps[samp]
 
 
 def _ordered(conditions: np.ndarray) -> list[str]:
@@ -136,10 +127,11 @@ def timed_pass(fn, batches: list) -> float:
         return time.perf_counter() - t0
 
 
-def _early_exit(task, net, policy, split, candidates, timed: bool) -> tuple[float, float, np.ndarray]:
-    """The early-exit stops over a set, and (``timed``) the seconds of early-exit inference and of
-    computing every step (NaN when not timed)."""
-    batches = list(task.eval_batches(split))
+def _early_exit(task, net, policy, split, candidates, timed: bool, timing: list) -> tuple[float, float, np.ndarray]:
+    """The early-exit stops, and (``timed``) the seconds of early-exit inference and of computing every
+    step over the whole set. Not ``timed``: the stops of the timing subset only (the first examples of
+    the set), enough for the agreement check without a second pass over the set; seconds NaN."""
+    batches = list(task.eval_batches(split)) if timed else timing
     with torch.no_grad():
         stops = np.concatenate([predict_early_exit(task, net, policy, b, candidates)[1].cpu().numpy()
                                 for b in batches])
@@ -171,6 +163,8 @@ def run_models(
     seed: int = 0,
     sample_seed: int = 0,
     time_inference: bool = True,
+    timing_examples: int = 256,
+    equal_cost_baselines: bool = True,
     device=None,
 ) -> pd.DataFrame:
     """Evaluate one seed's checkpoints, given by role (:data:`ROLES`).
@@ -178,7 +172,15 @@ def run_models(
     ``time_inference`` times a pass of each model computing its last step only, and of the
     stopping models with early exit and with every step (each as long as the evaluation's
     own pass: turn it off for costly tasks and use the bench). Early exit runs either way,
-    and must stop every example where the compute-everything path does."""
+    and must stop every example where the compute-everything path does.
+
+    Whatever ``time_inference`` says, every model is timed on the first ``timing_examples``
+    test examples at each fixed depth, and each stopping model with early exit
+    (deterministic and sampled): the seconds of the accuracy-vs-compute curves
+    (:mod:`l2o.tradeoff`). Not ``time_inference``: the early-exit agreement is checked on those
+    examples only. ``equal_cost_baselines`` (off for an ablation variant, whose report rows are
+    its stopping model's alone): the fixed-depth and rule rows at the policy's mean cost, the rule's
+    sweep and the oracle point."""
     unknown = sorted(set(checkpoints) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown model role(s) {unknown}; known: {ROLES}")
@@ -212,26 +214,39 @@ def run_models(
                 info[f"{job.metric}_per_step"] = [
                     job.summarise({k: v[:, t] for k, v in out.components.items()})[job.metric]
                     for t in range(out.losses.shape[1])]
+                info["per_step_by_condition"] = per_step_by_condition(job, out)
+                timing = timing_batches(job, split, timing_examples)
+                t0 = time.perf_counter()
+                info["depth_seconds"] = depth_seconds(job, net, timing)
+                info["timing_examples"] = sum(len(next(iter(b.values()))) for b in timing)
+                log.info("evaluate: %s timed at every depth (%d examples) in %.1f s", method,
+                         info["timing_examples"], time.perf_counter() - t0)
             if not stopping:
                 rows += _rows(job, method, {k: v[:, -1] for k, v in out.components.items()}, out.conditions, mixed)
                 rows += _rows(job, method, out.at(out.losses.argmin(dim=1).numpy()), out.conditions, mixed, "_oracle")
                 continue
             gen = torch.Generator().manual_seed(sample_seed)
             uniforms = torch.rand(out.logits.shape, generator=gen, dtype=torch.float64)
-            srows, q, stop_steps = _stopping_rows(job, method, out, candidates, uniforms, mixed)
+            srows, q, stop_steps, sampled_steps = _stopping_rows(job, method, out, candidates, uniforms, mixed)
             rows += srows
             if not mixed:
                 continue
             t0 = time.perf_counter()
-            early, full, ee_steps = _early_exit(job, net, policy, split, candidates, time_inference)
+            early, full, ee_steps = _early_exit(job, net, policy, split, candidates, time_inference, timing)
             log.info("evaluate: %s early-exit check in %.1f s", method, time.perf_counter() - t0)
             info.update(_curves(job, out, q, stop_steps, candidates, net.num_steps))
-            info.update(early_exit_seconds=early, all_steps_seconds=full,
-                        early_exit_agrees=bool((ee_steps == stop_steps).all()))
+            t0 = time.perf_counter()
+            info.update(_compute_points(job, net, policy, out, stop_steps, sampled_steps, candidates, timing,
+                                        sample_seed, role == "stop" and equal_cost_baselines, info["depth_seconds"]),
+                        prior=ckpt.get("prior"))
+            log.info("evaluate: %s timed with early exit, rule swept in %.1f s", method, time.perf_counter() - t0)
+            checked = stop_steps[:len(ee_steps)]
+            info.update(early_exit_seconds=early, all_steps_seconds=full, early_exit_checked=len(ee_steps),
+                        early_exit_agrees=bool((ee_steps == checked).all()))
             if not info["early_exit_agrees"]:
                 log.warning("%s: early exit stopped %d examples elsewhere than the all-steps path", method,
-                            int((ee_steps != stop_steps).sum()))
-            if role == "stop":
+                            int((ee_steps != checked).sum()))
+            if role == "stop" and equal_cost_baselines:
                 t0 = time.perf_counter()
                 rows += _baselines_at_equal_cost(job, spec, net, out, stop_steps, candidates, info)
                 log.info("evaluate: fixed-depth and rule baselines (validation) in %.1f s", time.perf_counter() - t0)
@@ -244,6 +259,26 @@ def run_models(
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
     return df
+
+
+def _compute_points(task, net, policy, out, stop_steps, sampled_steps, candidates, timing, sample_seed,
+                    with_rule, depth_secs) -> dict:
+    """What the accuracy-vs-compute curves need of a stopping model beyond its rows: mean stop steps
+    (sampled), early-exit seconds per example (deterministic and sampled), and for the main stopping
+    model the oracle's mean best step and the non-learned rule swept over thresholds (every step
+    may be a stop, so the rule is not limited to the policy's candidates)."""
+    points = {
+        "sampled_mean_stop_by_condition": mean_by_condition(np.asarray(sampled_steps, dtype=float), out.conditions),
+        "stop_seconds": early_exit_seconds(task, net, policy, timing, candidates),
+        "stop_seconds_sampled": early_exit_seconds(task, net, policy, timing, candidates, sample_seed),
+    }
+    if with_rule:
+        T = out.losses.shape[1]
+        oracle = out.losses.argmin(dim=1).numpy() + 1
+        points["oracle_steps_by_condition"] = mean_by_condition(oracle.astype(float), out.conditions)
+        points["oracle_seconds"] = float(np.asarray(depth_secs)[oracle - 1].mean())
+        points["rule_curve"] = rule_curve(task, out, list(range(1, T + 1)), depth_secs)
+    return points
 
 
 def _baselines_at_equal_cost(task, spec, net, out, stop_steps, candidates, info):

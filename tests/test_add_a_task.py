@@ -71,7 +71,12 @@ def test_the_example_trains_evaluates_and_reports(toy_task):
                  out_html=d / "r/report.html", out_plots=d / "r/plots")
     md = (d / "r/report.md").read_text()
     assert "## Toy: unrolled gradient descent" in md and "GD-stop" in md
-    assert set(pd.read_csv(d / "r/summary.csv").task) == {"toy_gd"}
+    assert "What does stopping buy? Accuracy against compute" in md
+    assert (d / "r/plots/toy_gd_accuracy_vs_steps.png").is_file()
+    summary = pd.read_csv(d / "r/summary.csv")
+    assert set(summary.task) == {"toy_gd"}
+    depth = summary[(summary.curve == "fixed depth") & (summary.condition == "mixed") & (summary.method == "tradeoff/gd_stop")]
+    assert sorted(depth.mean_steps) == list(range(1, 9)) and (depth.seconds_per_example > 0).all()
 
 
 @pytest.mark.workflow

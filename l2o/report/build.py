@@ -11,7 +11,15 @@ import pandas as pd
 from l2o.io import atomic_path, write_text_atomic
 from l2o.report.render import render_html, render_markdown
 from l2o.report.results import TaskInputs, load_task_results
-from l2o.report.sections import figures_section, findings_section, optional_ablations, run_times, skeptic_section
+from l2o.report.sections import (
+    figures_section,
+    findings_section,
+    optional_ablations,
+    optional_tradeoff,
+    run_times,
+    skeptic_section,
+)
+from l2o.report.tradeoff import gather_points, summary_rows
 from l2o.tasks.registry import task_spec
 
 TITLE = "l2o report: learning to stop while learning to predict"
@@ -19,7 +27,7 @@ TITLE = "l2o report: learning to stop while learning to predict"
 
 def generic_sections(res) -> list:
     """The report part of a task without a report module of its own."""
-    return [findings_section(res), skeptic_section(res), *optional_ablations(res),
+    return [findings_section(res), *optional_tradeoff(res), skeptic_section(res), *optional_ablations(res),
             figures_section(res, str, res.metric, condition="condition")]
 
 
@@ -46,7 +54,8 @@ def build_report(
     bench_dir = Path(bench_dir) if bench_dir else Path(out_summary).resolve().parent.parent / "benchmarks"
     results = [load_task_results(task_spec(name), inputs, config.get(name, {}), out_plots, bench_dir)
                for name, inputs in tasks.items()]
-    summary = pd.concat([r.summary for r in results], ignore_index=True)
+    summary = pd.concat([r.summary for r in results] + [summary_rows(r, gather_points(r)) for r in results],
+                        ignore_index=True)
     with atomic_path(out_summary) as tmp:
         summary.to_csv(tmp, index=False)
 

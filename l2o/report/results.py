@@ -22,7 +22,8 @@ ABLATION_PREFIX = "ablation/"
 class TaskInputs:
     """The files of one task that the report reads (all per-seed lists in seed order).
 
-    ``ablations`` maps a variant name to ``{"tables": [per-seed metrics.csv], "overrides": {...}}``.
+    ``ablations`` maps a variant name to ``{"tables": [per-seed metrics.csv], "curves": [per-seed
+    curves.json], "overrides": {...}}``.
     """
 
     tables: list[Path]
@@ -51,6 +52,7 @@ class TaskResults:
     ablations: dict
     plots_dir: Path
     bench_dir: Path
+    classical_table: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -91,20 +93,24 @@ def load_task_results(spec: TaskSpec, inputs: TaskInputs, config: dict, plots_di
     curves = [json.loads(Path(p).read_text()) for p in inputs.curves]
     metric, higher = curves[0]["metric"], bool(curves[0]["higher_is_better"])
     stopping = [spec.method(r) for r in STOPPING_ROLES]
-    variants = {name: {"tables": [pd.read_csv(p) for p in v["tables"]], "overrides": v["overrides"]}
+    variants = {name: {"tables": [pd.read_csv(p) for p in v["tables"]],
+                       "curves": [json.loads(Path(p).read_text()) for p in v.get("curves", [])],
+                       "overrides": v["overrides"]}
                 for name, v in (inputs.ablations or {}).items()}
     floor = float(curves[0].get("gain_floor", 0.5))
     seed_tables = tables + [gain_rows(t, stopping, metric, higher, floor) for t in tables]
     seed_tables += [ablation_rows(name, t, spec.method("stop")) for name, v in variants.items() for t in v["tables"]]
     summary = aggregate([t for t in seed_tables if not t.empty])
+    classical_table = None
     if inputs.classical is not None:
-        classic = pd.read_csv(inputs.classical).assign(ci95=float("nan"), n_seeds=1)
-        summary = pd.concat([classic, summary], ignore_index=True)
+        classical_table = pd.read_csv(inputs.classical)
+        summary = pd.concat([classical_table.assign(ci95=float("nan"), n_seeds=1), summary], ignore_index=True)
     classical_info = json.loads(Path(inputs.classical_info).read_text()) if inputs.classical_info else None
     showcase = [_arrays(p) for p in inputs.showcase]
     classical_showcase = _arrays(inputs.classical_showcase) if inputs.classical_showcase else {}
     return TaskResults(spec, config, tables, curves, summary, json.loads(Path(inputs.data_meta).read_text()),
-                       classical_info, showcase, classical_showcase, variants, Path(plots_dir), Path(bench_dir))
+                       classical_info, showcase, classical_showcase, variants, Path(plots_dir), Path(bench_dir),
+                       classical_table)
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:

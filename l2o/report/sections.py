@@ -43,6 +43,13 @@ def optional_ablations(res: TaskResults) -> list[tuple[str, list]]:
     return [section] if section else []
 
 
+def optional_tradeoff(res: TaskResults) -> list[tuple[str, list]]:
+    from l2o.report.tradeoff import tradeoff_section
+
+    section = tradeoff_section(res)
+    return [section] if section else []
+
+
 def run_times(bench_dir: Path, results: list[TaskResults]) -> pd.DataFrame:
     """Wall time (and peak memory) per job from Snakemake's ``benchmark:`` files when present,
     else the training time recorded in the checkpoints (display only: not a declared input)."""

@@ -2,7 +2,9 @@
 
 No oracle, no Stages I/II: the model starts at its initialisation (LISTA at
 ISTA), the policy at random, and every step is a candidate stop. The paper
-reports that this collapses onto one step.
+reports that this collapses onto one step. With ``aevb.prior_lambda > 0`` the
+entropy term is ``beta KL(q_phi || p)`` against the prior ``p(t) ∝ exp(-lambda c_t)``
+over all steps (:mod:`l2o.stopping.prior`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 
 from l2o.stopping.candidates import split_policy_section
 from l2o.stopping.oracle import check_beta
-from l2o.train.common import finish_stage, fingerprint, load_task, work_dir_for
+from l2o.stopping.prior import check_prior_cost, check_prior_lambda, compute_log_prior, prior_record
+from l2o.train.common import finish_stage, fingerprint, load_task, stage_step_costs, work_dir_for
 from l2o.train.joint import train_jointly
 from l2o.train.loop import OptimConfig, take_fields
 from l2o.tracking import NullTracker
@@ -25,10 +28,14 @@ class AEVBConfig(OptimConfig):
     """Config section ``aevb`` (``enabled`` is read by the workflow only)."""
 
     beta: float = 0.28
+    prior_lambda: float = 0.0
+    prior_cost: str = "steps"
 
     def __post_init__(self):
         super().__post_init__()
         check_beta(self.beta)
+        self.prior_lambda = check_prior_lambda(self.prior_lambda, "prior_lambda")
+        check_prior_cost(self.prior_cost, "prior_cost")
 
 
 def run(
@@ -55,6 +62,11 @@ def run(
     policy_args = job.policy_args(network)  # after the model: a policy may read the model's features
     pol = job.build_policy(policy_args)
     candidates = list(range(1, net.num_steps + 1))
+    fp = fingerprint("aevb", asdict(cfg), asdict(cand_cfg), policy_args, model, seed, job.data_hash)
+    costs = stage_step_costs(job, net, cfg.prior_cost, work_dir_for(out), fp)
+    prior = prior_record(cfg.prior_lambda, cfg.prior_cost, costs)
+    tracker.log_params({"prior": {"lambda": prior["lambda"], "cost": prior["cost"],
+                                  "costs": [round(c, 4) for c in prior["costs"]]}})
     result = train_jointly(
         stage="aevb",
         task=job,
@@ -65,11 +77,12 @@ def run(
         optim=cfg,
         seed=seed,
         work_dir=work_dir_for(out),
-        fingerprint=fingerprint("aevb", asdict(cfg), asdict(cand_cfg), policy_args, model, seed, job.data_hash),
+        fingerprint=fp,
         tracker=tracker,
         progress=progress,
+        log_prior=compute_log_prior(costs, cfg.prior_lambda),  # every step is a candidate
     )
     finish_stage(out, stage="aevb", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"model": model, "policy": policy, "aevb": aevb, "seed": seed},
-                 candidate_steps=candidates, beta=cfg.beta)
+                 candidate_steps=candidates, beta=cfg.beta, prior=prior)
     return {f"best_val_{job.metric}_expected": result.best_score, "seconds": result.seconds}

@@ -23,7 +23,8 @@ log = logging.getLogger("l2o")
 STAGE_SEED_OFFSETS = {"baseline": 1, "stage1": 2, "stage2": 3, "finetune": 4, "aevb": 5}
 
 __all__ = ["load_task", "make_generator", "fingerprint", "file_digest", "collect", "predictive_val_metrics",
-           "stopping_val_metrics", "load_initial_model", "work_dir_for", "finish_stage", "SetOutputs"]
+           "stopping_val_metrics", "load_initial_model", "work_dir_for", "finish_stage", "SetOutputs",
+           "stage_step_costs"]
 
 
 def make_generator(seed: int, stage: str) -> torch.Generator:
@@ -144,6 +145,32 @@ def load_initial_model(task: StoppingTask, init: Path, model: dict, what: str = 
     if ckpt["model_args"] != wanted:
         raise ValueError(f"{what} {init} has model {ckpt['model_args']}, but config section 'model' says {wanted}")
     return build_model(task, ckpt, init)
+
+
+def stage_step_costs(task: StoppingTask, net: nn.Module, kind: str, work_dir: Path, key: str) -> Tensor:
+    """The step costs (T,) of a stage's prior ``p(t) ∝ exp(-lambda c_t)`` (:mod:`l2o.stopping.prior`).
+
+    Cost kind ``steps`` is ``c_t = t``. Kind ``seconds`` is measured on the first validation batch and
+    kept in ``<work_dir>/prior_costs.json`` under ``key`` (the stage's fingerprint), so a resumed run
+    trains with the prior it started with rather than a fresh, noisy measurement.
+    """
+    from l2o.io import write_json_atomic
+    from l2o.stopping.prior import check_prior_cost, model_step_costs, step_costs
+
+    if check_prior_cost(kind) == "steps":
+        return step_costs(net.num_steps)
+    path = Path(work_dir) / "prior_costs.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if isinstance(saved, dict) and saved.get("key") == key and len(saved.get("costs") or []) == net.num_steps:
+            log.info("prior costs from %s", path)
+            return torch.tensor(saved["costs"], dtype=torch.float64)
+    costs = model_step_costs(task, net, kind)
+    write_json_atomic({"key": key, "costs": costs.tolist()}, path)
+    return costs
 
 
 def work_dir_for(out: Path) -> Path:

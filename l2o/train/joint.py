@@ -12,6 +12,7 @@ import torch
 
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.objectives import joint_objective
+from l2o.stopping.prior import as_log_prior
 from l2o.train.common import collect, make_generator, stopping_val_metrics
 from l2o.train.loop import OptimConfig, fit
 
@@ -30,8 +31,13 @@ def train_jointly(
     fingerprint: str,
     tracker,
     progress: bool,
+    log_prior: torch.Tensor | None = None,
 ):
-    """Minimise the joint objective over both ``net`` and ``policy``; returns the FitResult."""
+    """Minimise the joint objective over both ``net`` and ``policy``; returns the FitResult.
+
+    ``log_prior`` (K,): the prior over the candidate steps (sums to one over them); with it the
+    entropy term is ``beta KL(q_phi || p)``. None: uniform (``-beta H(q_phi)``).
+    """
     net.requires_grad_(True)
     policy.requires_grad_(True)
     steps = torch.tensor(candidates, device=task.device)
@@ -40,7 +46,7 @@ def train_jointly(
         states = net(task.model_inputs(batch), candidates)  # (K, B, ...)
         losses = task.step_losses(states, batch)  # (B, K)
         log_q = stop_log_distribution(task.stop_logit_fn(policy)(batch, states, steps, net.num_steps).T)
-        return joint_objective(losses, log_q, beta)
+        return joint_objective(losses, log_q, beta, as_log_prior(log_prior, losses))
 
     def validate():
         return stopping_val_metrics(task, collect(task, net, "val", policy=policy, candidates=candidates), candidates)

@@ -15,6 +15,13 @@ import torch
 
 from l2o.stopping.objectives import STAGE1_LOSSES, stage1_loss
 from l2o.stopping.oracle import check_beta
+from l2o.stopping.prior import (
+    as_log_prior,
+    check_prior_cost,
+    check_prior_lambda,
+    compute_log_prior,
+    prior_record,
+)
 from l2o.train.common import (
     collect,
     file_digest,
@@ -24,6 +31,7 @@ from l2o.train.common import (
     load_task,
     make_generator,
     predictive_val_metrics,
+    stage_step_costs,
     work_dir_for,
 )
 from l2o.train.loop import OptimConfig, fit, take_fields
@@ -32,17 +40,20 @@ from l2o.tracking import NullTracker
 INITS = ("scratch", "baseline")
 
 
-def sampled_step_loss(task, net, batch, beta: float, generator: torch.Generator) -> torch.Tensor:
+def sampled_step_loss(task, net, batch, beta: float, generator: torch.Generator,
+                      log_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Stage I ``sampled`` with the memory of one step (paper App. B.2.2): every step's loss is
     computed without a graph to form ``q*``, a step ``t ~ q*`` is drawn per example, and only the
     drawn steps' losses are recomputed with their graph (the model runs to the latest drawn step;
     the loss, e.g. MAML's query forward, is taken at one step per example). Same gradient in
-    expectation as the soft-min; one extra forward pass without a graph."""
+    expectation as the soft-min; one extra forward pass without a graph. ``log_prior`` (T,) is the
+    oracle's prior over the steps (None: uniform)."""
     from l2o.stopping.objectives import draw_oracle_steps
 
     inputs = task.model_inputs(batch)
     with torch.no_grad():
-        idx = draw_oracle_steps(task.step_losses(net(inputs), batch), beta, generator=generator).squeeze(1)
+        losses = task.step_losses(net(inputs), batch)
+        idx = draw_oracle_steps(losses, beta, as_log_prior(log_prior, losses), generator=generator).squeeze(1)
     states = net(inputs, list(range(1, int(idx.max()) + 2)))  # (t_max, B, ...), with the graph
     picked = states[idx.to(states.device), torch.arange(states.shape[1], device=states.device)]
     return task.step_losses(picked.unsqueeze(0), batch).mean()
@@ -55,9 +66,13 @@ class Stage1Config(OptimConfig):
     loss: str = "full"
     beta: float = 0.28
     init: str = "scratch"
+    prior_lambda: float = 0.0
+    prior_cost: str = "steps"
 
     def __post_init__(self):
         super().__post_init__()
+        self.prior_lambda = check_prior_lambda(self.prior_lambda, "prior_lambda")
+        check_prior_cost(self.prior_cost, "prior_cost")
         if self.loss not in STAGE1_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {STAGE1_LOSSES}")
         if self.init not in INITS:
@@ -93,12 +108,19 @@ def run(
         torch.manual_seed(seed)
         net = job.build_model(model_args)
     gen = make_generator(seed, "stage1")
+    fp = fingerprint("stage1", asdict(cfg), model, seed, job.data_hash, init_hash)
+    # the prior p(t) ∝ exp(-lambda c_t) over all T steps; lambda 0: None (the uniform, prior-free path)
+    costs = stage_step_costs(job, net, cfg.prior_cost, work_dir_for(out), fp)
+    prior = prior_record(cfg.prior_lambda, cfg.prior_cost, costs)
+    log_prior = compute_log_prior(costs, cfg.prior_lambda)
+    tracker.log_params({"prior": {"lambda": prior["lambda"], "cost": prior["cost"],
+                                  "costs": [round(c, 4) for c in prior["costs"]]}})
 
     def loss_fn(batch):
         if cfg.loss == "sampled":
-            return sampled_step_loss(job, net, batch, cfg.beta, gen)
+            return sampled_step_loss(job, net, batch, cfg.beta, gen, log_prior)
         losses = job.step_losses(net(job.model_inputs(batch)), batch)
-        return stage1_loss(cfg.loss, losses, cfg.beta, generator=gen)
+        return stage1_loss(cfg.loss, losses, cfg.beta, as_log_prior(log_prior, losses), generator=gen)
 
     result = fit(
         stage="stage1",
@@ -110,12 +132,12 @@ def run(
         score_key=f"val_{job.metric}_best_step",
         higher_is_better=job.higher_is_better,
         work_dir=work_dir_for(out),
-        fingerprint=fingerprint("stage1", asdict(cfg), model, seed, job.data_hash, init_hash),
+        fingerprint=fp,
         generator=gen,
         tracker=tracker,
         progress=progress,
     )
     finish_stage(out, stage="stage1", task=job, net=net, result=result, tracker=tracker,
-                 config={"model": model, "stage1": stage1, "seed": seed}, beta=cfg.beta)
+                 config={"model": model, "stage1": stage1, "seed": seed}, beta=cfg.beta, prior=prior)
     return {f"best_val_{job.metric}_best_step": result.best_score, "best_iteration": result.best_iteration,
             "seconds": result.seconds}

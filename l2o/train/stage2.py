@@ -2,7 +2,10 @@
 
 The frozen model runs under ``no_grad`` (its states are computed once per
 batch and never back-propagated through); only the policy gets gradients.
-The oracle's beta is the one Stage I trained with. Candidate steps are those
+The oracle's beta is the one Stage I trained with, and so is its prior over
+steps ``p(t) ∝ exp(-lambda c_t)`` (:mod:`l2o.stopping.prior`) unless
+``stage2.prior_lambda`` sets another lambda (a lambda sweep re-uses one Stage I
+model); the costs ``c_t`` are always Stage I's. Candidate steps are those
 where the validation-mean oracle mass exceeds ``policy.candidate_threshold``;
 the model computes only those steps' outputs. Model selection keeps the best
 validation metric expected under ``q_phi``.
@@ -20,6 +23,7 @@ from l2o.stopping.candidates import select_candidate_steps, split_policy_section
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.imitation import STAGE2_LOSSES, stage2_loss
 from l2o.stopping.oracle import oracle_log_distribution
+from l2o.stopping.prior import as_log_prior, check_prior_lambda, compute_log_prior, prior_from_checkpoint, prior_record
 from l2o.train.common import (
     collect,
     file_digest,
@@ -39,17 +43,24 @@ class Stage2Config(OptimConfig):
     """Config section ``stage2``."""
 
     loss: str = "forward_kl"
+    prior_lambda: float | None = None  # None: the Stage I checkpoint's
 
     def __post_init__(self):
         super().__post_init__()
+        if self.prior_lambda is not None:
+            self.prior_lambda = check_prior_lambda(self.prior_lambda, "prior_lambda")
         if self.loss not in STAGE2_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {STAGE2_LOSSES}")
 
 
-def candidate_steps_from_oracle(task, model, beta: float, threshold) -> tuple[list[int], torch.Tensor]:
-    """Candidate steps from the mean oracle mass of ``model`` on the validation set; also returns the mass (T,)."""
-    losses = collect(task, model, "val").losses
-    mass = oracle_log_distribution(losses.double(), beta).exp().mean(dim=0)
+def candidate_steps_from_oracle(task, model, beta: float, threshold,
+                                log_prior: torch.Tensor | None = None) -> tuple[list[int], torch.Tensor]:
+    """Candidate steps from the mean oracle mass of ``model`` on the validation set; also returns the mass (T,).
+
+    ``log_prior`` (T,): the oracle's prior over all T steps (None: uniform).
+    """
+    losses = collect(task, model, "val").losses.double()
+    mass = oracle_log_distribution(losses, beta, as_log_prior(log_prior, losses)).exp().mean(dim=0)
     return select_candidate_steps(mass, threshold), mass
 
 
@@ -77,8 +88,13 @@ def run(
     net = build_model(job, ckpt, model_ckpt)
     policy_args = job.policy_args(network)  # after the model: a policy may read the model's features
     net.eval().requires_grad_(False)
-    candidates, mass = candidate_steps_from_oracle(job, net, beta, cand_cfg.candidate_threshold)
-    tracker.log_params({"candidate_steps": candidates})
+    stage1_prior = prior_from_checkpoint(ckpt, net.num_steps)
+    lam = stage1_prior["lambda"] if cfg.prior_lambda is None else cfg.prior_lambda
+    prior = prior_record(lam, stage1_prior["cost"], stage1_prior["costs"])
+    candidates, mass = candidate_steps_from_oracle(job, net, beta, cand_cfg.candidate_threshold,
+                                                   compute_log_prior(prior["costs"], lam))
+    log_prior = compute_log_prior(prior["costs"], lam, steps=candidates)  # renormalised over the candidates
+    tracker.log_params({"candidate_steps": candidates, "prior": {"lambda": lam, "cost": prior["cost"]}})
     steps = torch.tensor(candidates, device=job.device)
     torch.manual_seed(seed)  # the policy's initialisation
     pol = job.build_policy(policy_args)
@@ -86,7 +102,8 @@ def run(
     def loss_fn(batch):
         with torch.no_grad():  # the frozen model: states once, no graph
             states = net(job.model_inputs(batch), candidates)  # (K, B, ...)
-            log_q_oracle = oracle_log_distribution(job.step_losses(states, batch), beta)
+            losses = job.step_losses(states, batch)
+            log_q_oracle = oracle_log_distribution(losses, beta, as_log_prior(log_prior, losses))
         log_q = stop_log_distribution(job.stop_logit_fn(pol)(batch, states, steps, net.num_steps).T)
         return stage2_loss(cfg.loss, log_q, log_q_oracle)
 
@@ -111,6 +128,6 @@ def run(
     )
     finish_stage(out, stage="stage2", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"policy": policy, "stage2": stage2, "seed": seed}, candidate_steps=candidates,
-                 oracle_mass=mass.tolist(), beta=beta, upstream_run_id=ckpt.get("mlflow_run_id"))
+                 oracle_mass=mass.tolist(), beta=beta, prior=prior, upstream_run_id=ckpt.get("mlflow_run_id"))
     return {f"best_val_{job.metric}_expected": result.best_score, "candidate_steps": candidates,
             "seconds": result.seconds}

@@ -48,3 +48,19 @@ def test_unbiased_for_the_soft_min_gradient(tiny_problem_path):
     net.zero_grad()
     sampled_step_loss(task, net, batch, beta, gen).backward()
     assert (net.W1.grad - full).norm() / full.norm() > rel
+
+
+def test_same_draws_and_value_with_a_prior(tiny_problem_path):
+    from l2o.stopping.prior import compute_log_prior, step_costs
+
+    task, net, batch = _setup(tiny_problem_path)
+    lp = compute_log_prior(step_costs(5), 0.8)
+    a = sampled_step_loss(task, net, batch, beta=0.5, generator=torch.Generator().manual_seed(3), log_prior=lp)
+    losses = task.step_losses(net(batch["y"]), batch)
+    b = sampled_oracle_loss(losses, beta=0.5, log_prior=lp, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, rtol=1e-12)
+    # lambda 0 is the prior-free draw, bit for bit
+    c = sampled_step_loss(task, net, batch, beta=0.5, generator=torch.Generator().manual_seed(3),
+                          log_prior=compute_log_prior(step_costs(5), 0.0))
+    d = sampled_step_loss(task, net, batch, beta=0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(c, d)

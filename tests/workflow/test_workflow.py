@@ -20,7 +20,7 @@ TASKS = (SR, DN, FC, FR)
 # classification, the matched control for both few-shot tasks, AEVB for all but sparse recovery
 JOBS_PER_RULE = {**{r: 4 for r in ("data", "baseline", "stage1", "stage2", "evaluate")},
                  "classical": 2, "matched": 2, "finetune": 3, "aevb": 1, "report": 1,
-                 "ablation_stage1": 1, "ablation_stage2": 2, "ablation_evaluate": 2}
+                 "ablation_stage1": 1, "ablation_stage2": 3, "ablation_evaluate": 3}  # + the tiny prior_sweep
 
 
 def test_lint_is_clean(tmp_path):
@@ -53,8 +53,16 @@ def test_ablation_overlay_on_the_default_config(tmp_path):
 
 def test_summary_rows(tiny_run):
     summary = pd.read_csv(tiny_run / "results/summary.csv")
-    assert list(summary.columns) == ["task", "method", "condition", "metric", "value", "ci95", "n_seeds"]
+    assert list(summary.columns) == ["task", "method", "condition", "metric", "value", "ci95", "n_seeds", "curve",
+                                     "setting", "mean_steps", "seconds_per_example", "seconds_measured"]
     assert set(summary.task) == set(TASKS)
+    curves = summary[summary.curve.notna()]
+    for task in TASKS:  # every task has its accuracy-vs-compute points, with both compute measures
+        mine = curves[(curves.task == task) & (curves.condition == "mixed")]
+        assert {"learned stop", "fixed depth", "non-learned rule", "oracle"} <= set(mine.curve), task
+        assert mine[mine.curve == "fixed depth"].seconds_per_example.gt(0).all(), task
+    regression = curves[(curves.task == "few_shot_regression") & (curves.curve == "learned stop")]
+    assert regression.setting.str.contains("lambda_1").any()  # the tiny config's prior_sweep
     sr = summary[summary.task == SR]
     methods = set(sr.method)
     assert {"ista_t6", "fista_t6", "ista_t20", "fista_t20", "lista", "lista_stop", "lista_stop_ft", "aevb",

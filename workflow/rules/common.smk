@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from l2o.config import with_prior_sweep
 from l2o.tasks.registry import TASKS as REGISTERED, task_spec
 
 
@@ -51,6 +52,7 @@ check_tasks()
 for _name in TASK_NAMES:
     config.setdefault(_name, {})
     validate_task_section(_name, config[_name])
+    config[_name] = with_prior_sweep(_name, config[_name])  # the lambda sweep as ablation variants
 
 
 wildcard_constraints:
@@ -64,16 +66,18 @@ GENERIC_SOURCES = {
     "data": ["io.py"],
     "classical": ["io.py", "metrics.py"],
     "baseline": ["train/baseline.py"],
-    "stage1": ["train/stage1.py", "stopping/objectives.py", "stopping/oracle.py"],
+    "stage1": ["train/stage1.py", "stopping/objectives.py", "stopping/oracle.py", "stopping/prior.py"],
     "stage2": ["train/stage2.py", "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
-               "stopping/oracle.py"],
-    "finetune": ["train/finetune.py", "train/joint.py", "stopping/objectives.py", "stopping/distribution.py"],
+               "stopping/oracle.py", "stopping/prior.py"],
+    "finetune": ["train/finetune.py", "train/joint.py", "stopping/objectives.py", "stopping/distribution.py",
+                 "stopping/prior.py"],
     "aevb": ["train/aevb.py", "train/joint.py", "stopping/candidates.py", "stopping/objectives.py",
-             "stopping/distribution.py"],
+             "stopping/distribution.py", "stopping/prior.py"],
     "matched": ["train/matched.py", "train/baseline.py"],
-    "evaluate": ["evaluate.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
+    "evaluate": ["evaluate.py", "tradeoff.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
     "report": ["report/build.py", "report/results.py", "report/stats.py", "report/skeptic.py",
-               "report/ablations.py", "report/plots.py", "report/sections.py", "report/render.py"],
+               "report/ablations.py", "report/plots.py", "report/tradeoff.py", "report/tradeoff_points.py",
+               "report/sections.py", "report/render.py"],
 }
 # what every stage that builds or runs a model uses, besides its own files
 MODEL_STAGES = ("baseline", "stage1", "stage2", "finetune", "aevb", "matched", "evaluate")
@@ -236,9 +240,9 @@ def ablation_stage1_model(wildcards):
     return stage_model("stage1", wildcards.task, wildcards.seed)
 
 
-def ablation_tables(task):
+def ablation_tables(task, name="metrics.csv"):
     variants = sorted(task_config(task)["ablations"])
-    return expand(f"{ABLATION_DIR}/evaluation/metrics.csv", task=task, seed=task_seeds(task), variant=variants)
+    return expand(f"{ABLATION_DIR}/evaluation/{name}", task=task, seed=task_seeds(task), variant=variants)
 
 
 # --- the report ---------------------------------------------------------------------
@@ -253,6 +257,7 @@ def report_inputs(wildcards):
                                              seed=seeds)
         inputs[f"{task}__data_meta"] = data_meta(task)
         inputs[f"{task}__ablation_tables"] = ablation_tables(task)
+        inputs[f"{task}__ablation_curves"] = ablation_tables(task, "curves.json")
         if task_spec(task).has_classical:
             inputs[f"{task}__classical"] = f"results/{task}/classical/metrics.csv"
             inputs[f"{task}__classical_info"] = f"results/{task}/classical/classical.json"

@@ -8,7 +8,7 @@ import pandas as pd
 
 from l2o.report import plots
 from l2o.report.results import TaskResults
-from l2o.report.sections import figures_section, findings_section, optional_ablations, skeptic_section
+from l2o.report.sections import figures_section, findings_section, optional_ablations, optional_tradeoff, skeptic_section
 from l2o.report.stats import cell, fmt
 
 # Paper, Table 6 (mean PSNR on BSD68, dB; 65 and 75 not seen in training).
@@ -242,6 +242,7 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
     return [
         ("Setting", setting_text(res)),
         findings_section(res, findings(res)),
+        *optional_tradeoff(res),
         ("Table 6: mean PSNR (dB) per noise level, ours vs the paper (* = unseen in training)", [table6(res)]),
         ("Mean SSIM per noise level", [table6(res, "ssim")]),
         ("Where does the policy stop? Per noise level", [stop_table(res)]),

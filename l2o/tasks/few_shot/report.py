@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from l2o.report.results import TaskResults
-from l2o.report.sections import figures_section, findings_section, optional_ablations, skeptic_section
+from l2o.report.sections import figures_section, findings_section, optional_ablations, optional_tradeoff, skeptic_section
 from l2o.report.stats import cell, fmt
 
 # Paper, Table 5 (task-imbalanced) and Table 4 (balanced): accuracy %, mean ± 95% CI over 600 tasks.
@@ -195,6 +195,7 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
     return [
         ("Setting", setting_text(res)),
         findings_section(res, findings(res)),
+        *optional_tradeoff(res),
         (f"Query {m} by shot count (± 95% interval over the meta-test tasks)", [results_table(res)]),
         *([("The paper's numbers (Omniglot / MiniImagenet; not comparable to a stand-in or another size)",
             [paper])] if paper is not None else []),

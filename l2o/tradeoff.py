@@ -1,0 +1,156 @@
+"""Accuracy against compute: the points of every curve, from one seed's evaluation.
+
+Compute is measured two ways: the mean number of steps an example runs (the
+model's unit of work), and wall-clock seconds per example on a timing subset of
+the test set (the first ``timing_examples`` examples, in the test set's fixed
+order). The learned stop's seconds come from real early exit
+(:func:`l2o.stopping.inference.predict_early_exit`); a fixed depth ``d`` is timed
+computing that step's output alone; the non-learned rule has no early-exit
+implementation of its own, so its seconds are the fixed-depth seconds at each
+example's stop, averaged (marked as such in the report).
+
+Functions here return plain lists and dicts (JSON for ``curves.json``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from l2o.metrics import by_condition, ordered_conditions
+from l2o.stopping.inference import predict_early_exit
+from l2o.tasks.base import batch_size_of
+
+#: Thresholds of the non-learned rule swept for its curve (relative change of the state).
+RULE_GRID = tuple(float(e) for e in np.logspace(-5, 0, 26))
+
+
+def metric_by_condition(task, components: dict[str, np.ndarray], conditions: np.ndarray) -> dict[str, float]:
+    """The task's headline metric over all examples (``mixed``) and per condition.
+
+    :param components: ``{name: (N,)}`` metric components at one step per example.
+    """
+    return {c: v[task.metric] for c, v in by_condition(task.summarise, components, conditions, True).items()}
+
+
+def mean_by_condition(values: np.ndarray, conditions: np.ndarray) -> dict[str, float]:
+    """Mean of ``values`` (N,) over all examples (``mixed``) and per condition.
+
+    >>> mean_by_condition(np.array([1.0, 3.0, 5.0]), np.array(["a", "a", "b"]))
+    {'mixed': 3.0, 'a': 2.0, 'b': 5.0}
+    """
+    out = {"mixed": float(np.mean(values))}
+    for cond in ordered_conditions(conditions):
+        out[cond] = float(np.mean(values[conditions == cond]))
+    return out
+
+
+def per_step_by_condition(task, out) -> dict[str, list[float]]:
+    """The model truncated at each fixed depth: ``{condition: [metric at step 1..T]}``.
+
+    :param out: :class:`l2o.train.common.SetOutputs` with every step's components (N, T).
+    """
+    T = out.losses.shape[1]
+    per_t = [metric_by_condition(task, {k: v[:, t] for k, v in out.components.items()}, out.conditions)
+             for t in range(T)]
+    return {c: [p[c] for p in per_t] for c in per_t[0]}
+
+
+def first_below(values: np.ndarray, eps: float) -> np.ndarray:
+    """0-based index of the first column whose value is < eps (else the last), per row (N, K) -> (N,).
+
+    >>> first_below(np.array([[0.5, 0.1, 0.01], [0.5, 0.4, 0.3]]), 0.2)
+    array([1, 2])
+    """
+    hit = values < eps
+    hit[:, -1] = True
+    return hit.argmax(axis=1)
+
+
+def rule_curve(task, out, candidates: list[int], depth_seconds: list[float] | None,
+               grid=RULE_GRID) -> list[dict]:
+    """The non-learned rule "stop at the first candidate step whose state changed by less than
+    eps", swept over ``grid``: one point per distinct stopping pattern, each
+    ``{"eps", "steps": {cond: mean stop step}, "metric": {cond: value}, "seconds": per example}``.
+
+    :param out: SetOutputs with ``change`` (N, T) and every step's components.
+    :param depth_seconds: (T,) seconds per example to reach each depth (None: not timed).
+    """
+    cols = np.asarray([t - 1 for t in candidates])
+    points, seen = [], set()
+    for eps in grid:
+        idx = cols[first_below(out.change[:, cols], eps)]
+        key = idx.tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        points.append({
+            "eps": float(eps),
+            "steps": mean_by_condition(idx + 1.0, out.conditions),
+            "metric": metric_by_condition(task, out.at(idx), out.conditions),
+            "seconds": seconds_at_stops(depth_seconds, idx + 1),
+        })
+    return points
+
+
+def seconds_at_stops(depth_seconds: list[float] | None, stops: np.ndarray) -> float:
+    """Mean over examples of the fixed-depth seconds at each example's (1-based) stop step.
+
+    >>> seconds_at_stops([1.0, 2.0, 3.0], np.array([1, 3]))
+    2.0
+    """
+    if depth_seconds is None:
+        return float("nan")
+    return float(np.asarray(depth_seconds)[np.asarray(stops) - 1].mean())
+
+
+def timing_batches(task, split: str, n_examples: int) -> list[dict]:
+    """The first ``n_examples`` examples of a fixed set, as the set's own batches (the last cut)."""
+    if n_examples < 1:
+        raise ValueError(f"evaluate.timing_examples must be >= 1, got {n_examples}")
+    batches, have = [], 0
+    for batch in task.eval_batches(split):
+        b = batch_size_of(batch)
+        if have + b > n_examples:
+            keep = torch.zeros(b, dtype=torch.bool, device=next(iter(batch.values())).device)
+            keep[: n_examples - have] = True
+            batch = task.select(batch, keep)
+            b = n_examples - have
+        batches.append(batch)
+        have += b
+        if have >= n_examples:
+            break
+    return batches
+
+
+def _seconds_per_example(fn, batches: list[dict]) -> float:
+    """Wall seconds of ``fn(batch)`` over the batches, per example (after one warm-up call)."""
+    n = sum(batch_size_of(b) for b in batches)
+    with torch.no_grad():
+        fn(batches[0])
+        t0 = time.perf_counter()
+        for b in batches:
+            fn(b)
+        return (time.perf_counter() - t0) / n
+
+
+def depth_seconds(task, net, batches: list[dict]) -> list[float]:
+    """Seconds per example to compute the output at each fixed depth 1..T (that step alone), (T,)."""
+    return [_seconds_per_example(lambda b, d=d: net(task.model_inputs(b), [d]), batches)
+            for d in range(1, net.num_steps + 1)]
+
+
+def early_exit_seconds(task, net, policy, batches: list[dict], candidates: list[int],
+                       sample_seed: int | None = None) -> float:
+    """Seconds per example of early-exit inference (deterministic, or sampled with ``sample_seed``)."""
+    def run(b):
+        uniforms = None
+        if sample_seed is not None:
+            gen = torch.Generator().manual_seed(sample_seed)
+            uniforms = torch.rand((batch_size_of(b), len(candidates)), generator=gen).to(
+                next(iter(b.values())).device)
+        predict_early_exit(task, net, policy, b, candidates, uniforms)
+
+    return _seconds_per_example(run, batches)
