@@ -247,6 +247,25 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
     return 0
 
 
+def _with_schema_defaults(task: str, section: dict) -> dict:
+    """A task's config section checked against its schema (workflow/schemas/tasks/) with the
+    schema's defaults filled in, as the workflow sees it; as given when the schema is not there
+    (an installed package without the workflow)."""
+    schema = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "tasks" / f"{task}.schema.yaml"
+    if not schema.is_file():
+        return section
+    from snakemake.utils import validate
+
+    import copy
+
+    filled = copy.deepcopy(section)
+    try:
+        validate(filled, schema=str(schema))
+    except Exception as err:
+        raise ValueError(f"config section {task!r} is invalid: {err}") from None
+    return filled
+
+
 def _report(args, cfg: dict) -> int:
     """``l2o report``: the workflow's report from a results folder (every task of the config)."""
     from l2o.config import with_prior_sweep
@@ -257,7 +276,8 @@ def _report(args, cfg: dict) -> int:
     r = args.results
     tasks = {}
     for task in cfg.get("tasks") or []:
-        tcfg = with_prior_sweep(task, cfg.get(task, {}))
+        tcfg = with_prior_sweep(task, _with_schema_defaults(task, cfg.get(task, {})))
+        cfg[task] = tcfg
         seeds = tcfg.get("seeds", cfg.get("seeds", [0]))
         base = r / task
         classical = task_spec(task).has_classical
