@@ -140,6 +140,23 @@ def interpolate(steps: np.ndarray, values: np.ndarray, at: float) -> float:
     return float(np.interp(at, s, v))
 
 
+def best_within(steps: np.ndarray, values: np.ndarray, at: float, higher_is_better: bool) -> float:
+    """The best a curve does with at most ``at`` mean steps: its Pareto front read at ``at``, linear
+    between front points (a random mix of two settings reaches any cost between them) and flat
+    past the last one; NaN below the cheapest point.
+
+    >>> best_within(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0]), 2.5, True)  # step 3 is dominated
+    3.0
+    """
+    s, v = np.asarray(steps, float), np.asarray(values, float)
+    mask = pareto_mask(s, v, higher_is_better)
+    s, v = s[mask], v[mask]
+    if len(s) == 0 or at < s.min() - 1e-9:
+        return float("nan")
+    order = np.argsort(s)
+    return float(np.interp(min(at, s[order][-1]), s[order], v[order]))
+
+
 def cost_to_reach(steps: np.ndarray, values: np.ndarray, target: float, higher_is_better: bool) -> float:
     """The least cost at which the piecewise-linear front through the points reaches ``target``;
     NaN when no point does.
@@ -165,9 +182,9 @@ def cost_to_reach(steps: np.ndarray, values: np.ndarray, target: float, higher_i
 def headline_per_seed(points: pd.DataFrame, stop_method: str, T: int, higher_is_better: bool) -> pd.DataFrame:
     """Per seed and condition: the full-depth metric (the stopping model's network at step T), the
     learned stop (the main run's, setting ``... (main)``), the steps the learned stop and the best fixed depth need to
-    reach the full-depth metric (saved = T - that), and the learned stop's gain over the same
-    network truncated at its mean stop step and over the non-learned rule at that cost
-    (interpolated; positive = better)."""
+    reach the full-depth metric (saved = T - that), and the learned stop's gain over the best the
+    same network truncated at a fixed depth, and the non-learned rule, do with at most its mean
+    steps (:func:`best_within`; positive = better)."""
     sign = 1.0 if higher_is_better else -1.0
     rows = []
     for (seed, cond), g in points[points.seed >= 0].groupby(["seed", "condition"], sort=False):
@@ -180,17 +197,16 @@ def headline_per_seed(points: pd.DataFrame, stop_method: str, T: int, higher_is_
         learned = g[g.curve == "learned stop"]
         rule = g[g.curve == "non-learned rule"]
         stop_steps, stop_value = float(main.steps.iloc[0]), float(main.value.iloc[0])
-        rule_front = rule[pareto_mask(rule.steps.to_numpy(), rule.value.to_numpy(), higher_is_better)]
         rows.append({
             "seed": seed, "condition": cond, "full_depth": target, "stop": stop_value, "stop_steps": stop_steps,
             "saved_learned": T - cost_to_reach(learned.steps.to_numpy(), learned.value.to_numpy(), target,
                                                higher_is_better),
             "saved_fixed": T - cost_to_reach(depth.steps.to_numpy(), depth.value.to_numpy(), target,
                                              higher_is_better),
-            "gain_vs_fixed": sign * (stop_value - interpolate(depth.steps.to_numpy(), depth.value.to_numpy(),
-                                                              stop_steps)),
-            "gain_vs_rule": sign * (stop_value - interpolate(rule_front.steps.to_numpy(),
-                                                             rule_front.value.to_numpy(), stop_steps)),
+            "gain_vs_fixed": sign * (stop_value - best_within(depth.steps.to_numpy(), depth.value.to_numpy(),
+                                                              stop_steps, higher_is_better)),
+            "gain_vs_rule": sign * (stop_value - best_within(rule.steps.to_numpy(), rule.value.to_numpy(),
+                                                             stop_steps, higher_is_better)),
             "stop_seconds": float(main.seconds.iloc[0]), "full_seconds": float(full.seconds.iloc[0]),
         })
     return pd.DataFrame(rows)

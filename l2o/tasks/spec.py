@@ -26,6 +26,10 @@ class TaskSpec:
     :param sources: ``{role: files under l2o/}`` (roles: :data:`SOURCE_ROLES`).
     :param has_classical: whether the task has a ``classical`` rule (non-learned baselines).
     :param report: the module whose ``sections(...)`` writes the task's part of the report.
+    :param step_outputs_are_heads: each step's output is a read-out head of its own (DnCNN-stop),
+        untrained in a plain model trained on its last output only (``baseline.gamma: 0``), whose
+        earlier depths the accuracy-vs-compute plot then leaves out (LISTA's iterates and MAML's
+        inner steps are meaningful at any depth).
     """
 
     name: str
@@ -35,6 +39,7 @@ class TaskSpec:
     has_classical: bool = False
     report: str | None = None
     model_name: str = ""
+    step_outputs_are_heads: bool = False
 
     def __post_init__(self):
         unknown = sorted(set(self.sources) - set(SOURCE_ROLES))

@@ -77,7 +77,7 @@ GENERIC_SOURCES = {
     "evaluate": ["evaluate.py", "tradeoff.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
     "report": ["report/build.py", "report/results.py", "report/stats.py", "report/skeptic.py",
                "report/ablations.py", "report/plots.py", "report/tradeoff.py", "report/tradeoff_points.py",
-               "report/sections.py", "report/render.py"],
+               "report/sections.py", "report/render.py", "tasks/spec.py"],
 }
 # what every stage that builds or runs a model uses, besides its own files
 MODEL_STAGES = ("baseline", "stage1", "stage2", "finetune", "aevb", "matched", "evaluate")

@@ -10,6 +10,7 @@ SPEC = TaskSpec(
     title="Blind denoising (DnCNN-stop, paper Sec. 5.3)",
     model_label="dncnn",
     model_name="DnCNN",
+    step_outputs_are_heads=True,
     sources={
         "data": ("tasks/denoising/data.py", "tasks/denoising/images.py"),
         "model": ("tasks/denoising/task.py", "tasks/denoising/data.py", "tasks/denoising/patches.py", "tasks/denoising/metrics.py",
