@@ -44,3 +44,27 @@ def tiny_problem(tmp_path_factory) -> TinyProblem:
 @pytest.fixture(scope="session")
 def tiny_problem_path(tiny_problem) -> Path:
     return tiny_problem.path
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """``interrupt_training(n)``: the sparse-recovery task's ``sample_batch`` raises
+    KeyboardInterrupt at its n-th call (a job killed mid-training); ``monkeypatch.undo()`` or
+    the test's end restores it."""
+    from l2o.tasks.sparse_recovery.task import SparseRecoveryTask
+
+    real = SparseRecoveryTask.sample_batch
+
+    def install(n: int):
+        calls = {"n": 0}
+
+        def dying_sample_batch(self, batch_size, generator):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(self, batch_size, generator)
+
+        monkeypatch.setattr(SparseRecoveryTask, "sample_batch", dying_sample_batch)
+        return real
+
+    return install

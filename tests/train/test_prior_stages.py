@@ -145,7 +145,7 @@ def test_old_stage1_checkpoint_without_prior_is_lambda_zero(chain, tmp_path):
     assert load_checkpoint(out)["prior"] == {"lambda": 1.5, "cost": "steps", "costs": STEPS}
 
 
-def test_stage1_seconds_costs(chain, tmp_path, monkeypatch):
+def test_stage1_seconds_costs(chain, tmp_path, monkeypatch, interrupt_training):
     """Cost kind seconds: measured once, rescaled to c_T = T, and kept for a resumed run."""
     measured = []
 
@@ -154,17 +154,8 @@ def test_stage1_seconds_costs(chain, tmp_path, monkeypatch):
         return [0.5, 1.0, 1.5, 4.0]
 
     monkeypatch.setattr(prior_mod, "measure_step_seconds", fake_seconds)
-    real = SparseRecoveryTask.sample_batch
-    calls = {"n": 0}
-
-    def dying_sample_batch(self, batch_size, generator):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return real(self, batch_size, generator)
-
+    real = interrupt_training(15)
     out = tmp_path / "s1.pt"
-    monkeypatch.setattr(SparseRecoveryTask, "sample_batch", dying_sample_batch)
     with pytest.raises(KeyboardInterrupt):
         run_stage1(chain["data"], out, prior_lambda=0.5, prior_cost="seconds")
     saved = json.loads((tmp_path / ".s1.pt.work" / "prior_costs.json").read_text())

@@ -139,19 +139,10 @@ def test_stopping_checkpoint_rebuilds_and_predicts(pipeline, tiny_problem):
     assert ((step >= 1) & (step <= 4)).all()
 
 
-def test_baseline_resumes_after_kill(pipeline, tiny_problem, tmp_path, monkeypatch):
+def test_baseline_resumes_after_kill(pipeline, tiny_problem, tmp_path, monkeypatch, interrupt_training):
     """Kill the baseline at iteration 15 (after the checkpoint at 10), rerun: same output."""
     out = tmp_path / "baseline.pt"
-    real = SparseRecoveryTask.sample_batch
-    calls = {"n": 0}
-
-    def dying_sample_batch(self, batch_size, generator):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return real(self, batch_size, generator)
-
-    monkeypatch.setattr(SparseRecoveryTask, "sample_batch", dying_sample_batch)
+    interrupt_training(15)
     with pytest.raises(KeyboardInterrupt):
         run_baseline(tiny_problem.path, out)
     assert not out.exists()
