@@ -569,11 +569,22 @@ def test_jobs_ran_on_slurm_with_the_overrides(cluster_runs, slurm_cluster):
         assert not any("gpu" in k for k in tres), (job, row)
 
 
+# a summary row is one (task, method, condition, metric), and for an accuracy-vs-compute point
+# also one (curve, setting)
+SUMMARY_KEY = ["task", "method", "condition", "metric", "curve", "setting"]
+SUMMARY_COLUMNS = SUMMARY_KEY[:4] + ["value", "ci95", "n_seeds", "curve", "setting", "mean_steps",
+                                     "seconds_per_example", "seconds_measured"]
+
+
+def _keyed(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.assign(curve=summary.curve.fillna(""), setting=summary.setting.fillna(""))
+
+
 def _compare_summaries(local: pd.DataFrame, cluster: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(rows outside the tolerances, a line on the largest differences)."""
-    key = ["task", "method", "condition", "metric"]
-    both = local.merge(cluster, on=key, how="outer", suffixes=("_local", "_cluster"),
-                       indicator=True)
+    key = SUMMARY_KEY
+    both = _keyed(local).merge(_keyed(cluster), on=key, how="outer", suffixes=("_local", "_cluster"),
+                               indicator=True)
     only = both[both._merge != "both"]
     assert only.empty, f"rows in one summary only:\n{only[key + ['_merge']]}"
     assert len(both) == len(local) == len(cluster) > 100
@@ -616,11 +627,11 @@ def test_results_equal_the_local_run(cluster_runs, local_reference):
           f"limit {LOCAL_TIMEOUT}s)")
     # 1 thread per local job too (snakemake prints `threads: N` for N > 1 only)
     assert _threads_above_one(local_out) == [], local_out[-3000:]
-    key = ["task", "method", "condition", "metric"]
+    key = SUMMARY_KEY
     local = pd.read_csv(local_reference.work / "results/summary.csv")
     cluster = pd.read_csv(cluster_runs.work / "results/summary.csv")
-    assert list(local.columns) == list(cluster.columns) == [*key, "value", "ci95", "n_seeds"]
-    assert not local.duplicated(key).any() and not cluster.duplicated(key).any()
+    assert list(local.columns) == list(cluster.columns) == SUMMARY_COLUMNS
+    assert not _keyed(local).duplicated(key).any() and not _keyed(cluster).duplicated(key).any()
     assert set(local.task) == set(cluster.task) == set(TASKS)
     bad, line = _compare_summaries(local, cluster)
     print(f"[results] {line}")
