@@ -34,7 +34,7 @@ from l2o.stopping.inference import predict_early_exit, stop_index
 from l2o.tasks.registry import load_task, task_spec
 from l2o.train.common import collect
 from l2o.tradeoff import (depth_seconds, early_exit_seconds, first_below, mean_by_condition,
-                            per_step_by_condition, rule_curve, timing_batches)
+                            per_step_by_condition, rule_curve, timed_pass, timing_batches)
 
 log = logging.getLogger("l2o")
 
@@ -114,17 +114,6 @@ def _curves(task, out, q, stop_steps, candidates, T) -> dict:
             c: np.bincount(out.losses.argmin(dim=1).numpy()[out.conditions == c] + 1, minlength=T + 1)[1:].tolist()
             for c in _ordered(out.conditions)},
     }
-
-
-def timed_pass(fn, batches: list) -> float:
-    """Seconds for ``fn(batch)`` over every batch, after ``fn`` ran once on the first (a warm-up:
-    the first call of a shape pays for kernel selection and allocation)."""
-    with torch.no_grad():
-        fn(batches[0])
-        t0 = time.perf_counter()
-        for b in batches:
-            fn(b)
-        return time.perf_counter() - t0
 
 
 def _early_exit(task, net, policy, split, candidates, timed: bool, timing: list) -> tuple[float, float, np.ndarray]:
@@ -236,7 +225,7 @@ def run_models(
             log.info("evaluate: %s early-exit check in %.1f s", method, time.perf_counter() - t0)
             info.update(_curves(job, out, q, stop_steps, candidates, net.num_steps))
             t0 = time.perf_counter()
-            info.update(_compute_points(job, net, policy, out, stop_steps, sampled_steps, candidates, timing,
+            info.update(_compute_points(job, net, policy, out, sampled_steps, candidates, timing,
                                         sample_seed, role == "stop" and equal_cost_baselines, info["depth_seconds"]),
                         prior=ckpt.get("prior"))
             log.info("evaluate: %s timed with early exit, rule swept in %.1f s", method, time.perf_counter() - t0)
@@ -261,8 +250,8 @@ def run_models(
     return df
 
 
-def _compute_points(task, net, policy, out, stop_steps, sampled_steps, candidates, timing, sample_seed,
-                    with_rule, depth_secs) -> dict:
+def _compute_points(task, net, policy, out, sampled_steps, candidates, timing, sample_seed, with_rule,
+                    depth_secs) -> dict:
     """What the accuracy-vs-compute curves need of a stopping model beyond its rows: mean stop steps
     (sampled), early-exit seconds per example (deterministic and sampled), and for the main stopping
     model the oracle's mean best step and the non-learned rule swept over thresholds (every step

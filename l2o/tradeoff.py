@@ -125,15 +125,26 @@ def timing_batches(task, split: str, n_examples: int) -> list[dict]:
     return batches
 
 
-def _seconds_per_example(fn, batches: list[dict]) -> float:
-    """Wall seconds of ``fn(batch)`` over the batches, per example (after one warm-up call)."""
-    n = sum(batch_size_of(b) for b in batches)
+def timed_pass(fn, batches: list) -> float:
+    """Seconds for ``fn(batch)`` over every batch, after ``fn`` ran once on the first (a warm-up:
+    the first call of a shape pays for kernel selection and allocation); no autograd, and a CUDA
+    batch is waited for before each clock reading."""
+    first = batches[0]
+    tensor = next(iter(first.values())) if isinstance(first, dict) else first
+    sync = torch.cuda.synchronize if getattr(tensor, "is_cuda", False) else (lambda: None)
     with torch.no_grad():
-        fn(batches[0])
+        fn(first)
+        sync()
         t0 = time.perf_counter()
         for b in batches:
             fn(b)
-        return (time.perf_counter() - t0) / n
+        sync()
+        return time.perf_counter() - t0
+
+
+def _seconds_per_example(fn, batches: list[dict]) -> float:
+    """Wall seconds of ``fn(batch)`` over the batches, per example (after one warm-up call)."""
+    return timed_pass(fn, batches) / sum(batch_size_of(b) for b in batches)
 
 
 def depth_seconds(task, net, batches: list[dict]) -> list[float]:

@@ -151,10 +151,9 @@ def best_within(steps: np.ndarray, values: np.ndarray, at: float, higher_is_bett
     s, v = np.asarray(steps, float), np.asarray(values, float)
     mask = pareto_mask(s, v, higher_is_better)
     s, v = s[mask], v[mask]
-    if len(s) == 0 or at < s.min() - 1e-9:
+    if len(s) == 0:
         return float("nan")
-    order = np.argsort(s)
-    return float(np.interp(min(at, s[order][-1]), s[order], v[order]))
+    return interpolate(s, v, min(at, float(s.max())))
 
 
 def cost_to_reach(steps: np.ndarray, values: np.ndarray, target: float, higher_is_better: bool) -> float:

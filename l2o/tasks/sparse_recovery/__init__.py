@@ -15,7 +15,7 @@ SPEC = TaskSpec(
         "model": ("tasks/sparse_recovery/task.py", "models/lista.py",
                   "models/lista_fused.py", "models/stop_policy.py"),
         "classical": ("algorithms/ista.py", "algorithms/grid_search.py", "tasks/sparse_recovery/classical.py",
-                      "tasks/sparse_recovery/data.py", "metrics.py"),
+                      "tasks/sparse_recovery/data.py", "metrics.py", "tradeoff.py"),
         "report": ("tasks/sparse_recovery/report.py",),
     },
     has_classical=True,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from l2o.algorithms.grid_search import (
     ALGORITHMS,
@@ -26,6 +25,7 @@ from l2o.algorithms.ista import run_ista
 from l2o.config import take_fields
 from l2o.io import atomic_path, write_json_atomic
 from l2o.metrics import by_condition, condition_rows, db_of, metric_rows, write_table
+from l2o.tradeoff import timed_pass
 
 TASK = "sparse_recovery"
 
@@ -89,12 +89,5 @@ def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dic
 
 def seconds_per_example(A, y, L: float, rho: float, num_steps: int, fast: bool) -> float:
     """Wall-clock seconds per example of ``num_steps`` ISTA/FISTA steps on all of ``y`` at once,
-    after one warm-up call (``time.perf_counter``, no autograd)."""
-    sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
-    with torch.no_grad():
-        run_ista(A, y, L, rho, num_steps, fast=fast)
-        sync()
-        t0 = time.perf_counter()
-        run_ista(A, y, L, rho, num_steps, fast=fast)
-        sync()
-        return (time.perf_counter() - t0) / len(y)
+    after one warm-up call (:func:`l2o.tradeoff.timed_pass`)."""
+    return timed_pass(lambda b: run_ista(A, b, L, rho, num_steps, fast=fast), [y]) / len(y)
