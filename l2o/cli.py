@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db")
     p.add_argument("--artifacts-destination", default="./mlartifacts")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
+
+    p = sub.add_parser("runs", help="list this work dir's MLflow runs: status, reason, which run replaced which")
+    p.add_argument("--experiment", default="l2o", help="MLflow experiment (config: tracking.experiment)")
+    p.add_argument("--status", action="append", choices=["RUNNING", "FINISHED", "FAILED", "KILLED"],
+                   help="only runs with this status (repeatable)")
+    p.add_argument("--all-workdirs", action="store_true", help="also runs of other work dirs")
     return parser
 
 
@@ -165,11 +171,22 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
     if args.command == "mlflow-server":
         import os
 
-        cmd = ["mlflow", "server", "--host", args.host, "--port", str(args.port),
+        # the mlflow of this interpreter, whether or not its venv is on PATH
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", args.backend_store_uri,
                "--artifacts-destination", args.artifacts_destination, "--workers", str(args.workers)]
         print("running:", " ".join(cmd), file=sys.stderr)
         os.execvp(cmd[0], cmd)  # replace this process: signals reach the server itself
+
+    if args.command == "runs":
+        import pandas as pd
+
+        from l2o.tracking import runs_table
+
+        table = runs_table(args.experiment, statuses=args.status, all_workdirs=args.all_workdirs)
+        with pd.option_context("display.max_colwidth", 70, "display.width", 250):
+            print(table.to_string(index=False) if len(table) else "no runs")
+        return 0
 
     from l2o.device import set_threads
 

@@ -1,6 +1,9 @@
 """Atomic file output: write to a temporary name in the same folder, then rename.
 
-A job killed half-way therefore never leaves a file that looks complete.
+A job killed half-way therefore never leaves a file that looks complete, and a
+write that fails (disk full, permission denied, read-only folder) raises
+:class:`l2o.failures.OutputWriteError` naming the file the job meant to write,
+with the temporary file removed.
 """
 
 from __future__ import annotations
@@ -12,22 +15,31 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from l2o.failures import OutputWriteError, write_error
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success only."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
+    except Exception as exc:
+        err = write_error(exc)
+        ours = {None, tmp, str(path), *map(str, path.parents)}  # the file, its temporary name or its folders
+        if err is None or isinstance(exc, OutputWriteError) or err.filename not in ours:
+            raise
+        raise OutputWriteError(err.errno, err.strerror, str(path)) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -39,8 +51,8 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 def save_torch_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)  # through a Python file: a full disk raises OSError(ENOSPC), not a RuntimeError
 
 
 def write_text_atomic(text: str, path: Path) -> None:

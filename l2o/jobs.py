@@ -4,28 +4,40 @@
 the rule's ``log:`` file, sets torch's threads from ``threads:``, and opens
 the job's MLflow child run (params = the rule's params and, under
 ``config.``, the job's task section; tags = rule, task, wildcards, config
-hash and the upstream jobs' run ids). The task section is read from the
-config for logging only: it is not a rule param, so editing one stage's
-settings re-runs only that stage. The run id is written
-to ``mlflow_run_id.txt`` beside the job's first output (not a declared
-output: it never affects what Snakemake re-runs); downstream jobs read it
-from their inputs' folders.
+hash, the upstream jobs' run ids, and who runs it: :mod:`l2o.orphans`). The
+task section is read from the config for logging only: it is not a rule
+param, so editing one stage's settings re-runs only that stage. The run id is
+written to ``mlflow_run_id.txt`` beside the job's first output (not a
+declared output: it never affects what Snakemake re-runs); downstream jobs
+read it from their inputs' folders.
+
+The run ends with what happened (:func:`l2o.failures.run_status`): FINISHED,
+FAILED with the one-line reason as the ``l2o.reason`` tag, or KILLED on
+SIGTERM/SIGINT. A failure's one-line reason is the first thing printed, on
+the console and in the log; the traceback follows in the log. A file that
+cannot be written (disk full, permission denied, read-only) or a tracking
+store that cannot be reached needs no traceback on the console: the job then
+exits with that line alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from l2o.device import set_threads
-from l2o.tracking import config_hash, job_tracker
+from l2o.failures import (Terminated, describe_write_error, one_line_reason, run_status, signals_as_exceptions,
+                          tracking_store_error, write_error)
+from l2o.io import write_text_atomic
+from l2o.orphans import RUN_ID_FILE, link_attempts, process_tags
+from l2o.tracking import DEFAULT_ORPHAN_AFTER_HOURS, DEFAULT_RETRY_S, NullTracker, config_hash, job_tracker
 
-RUN_ID_FILE = "mlflow_run_id.txt"
 
 
 @dataclass
@@ -66,50 +78,102 @@ def upstream_run_ids(inputs: list[str]) -> dict[str, str]:
             for task, folder, run_id in found}
 
 
+def job_lifetime_s(snakemake, tracking: dict) -> float:
+    """The longest this job can live: its ``runtime`` resource (minutes, as SLURM gets it), else
+    ``tracking.orphan_after_hours``."""
+    runtime = getattr(snakemake.resources, "runtime", None)
+    try:
+        if runtime is not None and float(runtime) > 0:
+            return float(runtime) * 60.0
+    except (TypeError, ValueError):
+        pass
+    return float(tracking.get("orphan_after_hours", DEFAULT_ORPHAN_AFTER_HOURS)) * 3600.0
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, Terminated):
+        return 128 + signal.Signals[exc.signal_name].value
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _best_effort(what: str, call: Callable, stream) -> None:
+    """A tracking call made while the job ends: its failure is reported, never raised
+    (the job's own outcome is what matters)."""
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - report whatever the store raised
+        reason = tracking_store_error(err) or f"{type(err).__name__}: {err}".splitlines()[0]
+        print(f"l2o: could not {what} in MLflow: {reason}", file=stream)
+
+
 @contextlib.contextmanager
 def snakemake_job(snakemake) -> Iterator[Job]:
+    console = sys.stderr
     log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
-    stream = open(log_path, "w", buffering=1) if log_path else sys.stderr
-    old_stderr = sys.stderr
+    wildcards = dict(snakemake.wildcards.items())
+    name = snakemake.rule + "".join(f"/{k}={v}" for k, v in wildcards.items())
+    try:
+        stream = open(log_path, "w", buffering=1) if log_path else console
+    except OSError as err:
+        print(f"l2o {name}: {describe_write_error(err, log_path)}", file=console)
+        raise SystemExit(1) from None
     sys.stderr = stream
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    set_threads(snakemake.threads)
+    tracking = dict(snakemake.config.get("tracking") or {})
+    retry_s = float(tracking.get("retry_seconds", DEFAULT_RETRY_S))
     params = {k: v for k, v in snakemake.params.items()}
-    wildcards = dict(snakemake.wildcards.items())
-    name = snakemake.rule + "".join(f"/{k}={v}" for k, v in wildcards.items())
-    tracker = job_tracker(name)
-    status = "FAILED"
     task = wildcards.get("task")
+    tracker: Any = NullTracker()
+    failure: BaseException | None = None
     try:
-        tracker.set_tags(
-            {"rule": snakemake.rule, "config_hash": config_hash(params),
-             **({"task": task} if task else {}),
-             **{f"wildcard.{k}": v for k, v in wildcards.items()},
-             **upstream_run_ids([str(f) for f in snakemake.input])}
-        )
-        tracker.log_params(params)
-        if task and isinstance(snakemake.config.get(task), dict):
-            tracker.log_params({"config": {k: v for k, v in snakemake.config[task].items() if k != "ablations"}})
-        yield Job(params, task, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
-        status = "FINISHED"
-        if tracker.run_id:
-            (Path(snakemake.output[0]).parent / RUN_ID_FILE).write_text(tracker.run_id + "\n")
-    except BaseException:
+        with signals_as_exceptions():
+            set_threads(snakemake.threads)
+            output_dir = Path(snakemake.output[0]).parent
+            tracker = job_tracker(name, retry_s=retry_s,
+                                  tags=process_tags(job_lifetime_s(snakemake, tracking), name, output_dir))
+            if tracker.run_id:
+                link_attempts(tracker.client, tracker.experiment_id, name, tracker.run_id)
+            tracker.set_tags(
+                {"rule": snakemake.rule, "config_hash": config_hash(params),
+                 **({"task": task} if task else {}),
+                 **{f"wildcard.{k}": v for k, v in wildcards.items()},
+                 **upstream_run_ids([str(f) for f in snakemake.input])}
+            )
+            tracker.log_params(params)
+            if task and isinstance(snakemake.config.get(task), dict):
+                tracker.log_params({"config": {k: v for k, v in snakemake.config[task].items() if k != "ablations"}})
+            yield Job(params, task, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
+            if tracker.run_id:
+                write_text_atomic(tracker.run_id + "\n", output_dir / RUN_ID_FILE)
+    except BaseException as exc:
+        failure = exc
+        line = f"l2o {name}: {one_line_reason(exc)}"
+        print(line, file=stream)
         traceback.print_exc(file=stream)
-        raise
+        if stream is not console:
+            killed = run_status(exc) == "KILLED"
+            print(line + (f" (traceback in {log_path})" if log_path and not killed else ""), file=console)
     finally:
-        stream.flush()
+        with contextlib.suppress(OSError):
+            stream.flush()
         if log_path is not None:
-            tracker.log_artifact(log_path)
-        tracker.finish(status)
+            _best_effort("store the log", lambda: tracker.log_artifact(log_path), stream)
+        status = run_status(failure)
+        reason = one_line_reason(failure) if failure is not None else None
+        _best_effort(f"mark the run {status}", lambda: tracker.finish(status, reason), stream)
         root.removeHandler(handler)
-        sys.stderr = old_stderr
-        if stream is not old_stderr:
-            stream.close()
+        sys.stderr = console
+        if stream is not console:
+            with contextlib.suppress(OSError):
+                stream.close()
+    if failure is not None:
+        if status == "KILLED" or write_error(failure) or tracking_store_error(failure):
+            raise SystemExit(_exit_code(failure)) from None  # the one line says it all
+        raise failure
 
 
 def log_evaluation(tracker, table, curves_path: Path) -> None:

@@ -3,11 +3,18 @@
 Nothing here decides what Snakemake considers changed: run ids live in the
 environment and in output files' metadata, never in ``params``.
 
-The workflow's ``onstart`` (main process) calls :func:`start_parent_run`,
-which creates/migrates the tracking DB once and exports
-``L2O_MLFLOW_PARENT_RUN_ID`` and ``MLFLOW_EXPERIMENT_ID`` to the jobs. A job
-calls :func:`job_tracker`; with no parent run in the environment it gets a
+The workflow's ``onstart`` (main process) calls :func:`start_invocation`, which
+creates/migrates the tracking DB once, marks the runs an earlier, killed
+invocation left ``RUNNING`` (:mod:`l2o.orphans`), starts the parent run and
+exports ``L2O_MLFLOW_PARENT_RUN_ID`` and ``MLFLOW_EXPERIMENT_ID`` to the jobs;
+``onsuccess``/``onerror`` call :func:`end_invocation`, which ends it
+``FINISHED``, ``FAILED`` or, after SIGTERM/SIGINT, ``KILLED``. A job calls
+:func:`job_tracker`; with no parent run in the environment it gets a
 :class:`NullTracker` (the CLI's default), so the package works without MLflow.
+
+Every store call goes through :class:`RetryingClient`: sqlite answers "database
+is locked" when writers collide for longer than its busy timeout, and that is
+retried with random exponential back-off instead of failing the job.
 ``mlflow`` is imported lazily.
 """
 
@@ -15,12 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from l2o.failures import tracking_store_error
 
 PARENT_ENV = "L2O_MLFLOW_PARENT_RUN_ID"
 DEFAULT_URI = "sqlite:///mlflow.db"
+#: how long a store call is retried while the store says it is locked (seconds)
+DEFAULT_RETRY_S = 300.0
+#: a run on another host (or with no deadline tag) is taken for dead this long after its start
+DEFAULT_ORPHAN_AFTER_HOURS = 72.0
+
+log = logging.getLogger(__name__)
 
 
 def config_hash(cfg: Any) -> str:
@@ -49,26 +66,73 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
-    def finish(self, status: str = "FINISHED") -> None: ...
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None: ...
+
+
+def is_store_busy(exc: BaseException) -> bool:
+    """The store refused a write because another writer held it (safe to retry: sqlite rolled it back).
+
+    >>> is_store_busy(RuntimeError("(sqlite3.OperationalError) database is locked")), is_store_busy(ValueError("x"))
+    (True, False)
+    """
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose every call is retried while the store is busy.
+
+    Waits are random and grow exponentially (50 ms up to 5 s) for at most ``retry_s``
+    seconds in all; then the store's error is raised.
+    """
+
+    def __init__(self, retry_s: float = DEFAULT_RETRY_S, tracking_uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self._client = MlflowClient(tracking_uri)
+        self.retry_s = float(retry_s)
+
+    def __getattr__(self, name: str) -> Callable:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+            for attempt in Retrying(retry=retry_if_exception(is_store_busy), reraise=True,
+                                    wait=wait_random_exponential(multiplier=0.05, max=5.0),
+                                    stop=stop_after_delay(self.retry_s), before_sleep=_log_retry):
+                with attempt:
+                    return method(*args, **kwargs)
+
+        return call
+
+
+def _log_retry(state) -> None:
+    log.warning("MLflow store busy (%s); retry %d of %s in %.2f s", state.outcome.exception(),
+                state.attempt_number, getattr(state.fn, "__name__", "a call"), state.next_action.sleep)
 
 
 class MlflowTracker:
     """A child run of the invocation's parent run."""
 
-    def __init__(self, run_name: str, parent_run_id: str, experiment_id: str | None):
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        self._client = MlflowClient()
+    def __init__(self, run_name: str, parent_run_id: str, experiment_id: str | None,
+                 tags: dict[str, str] | None = None, retry_s: float = DEFAULT_RETRY_S):
+        self._client = RetryingClient(retry_s)
         if experiment_id is None:
             experiment_id = self._client.get_run(parent_run_id).info.experiment_id
+        self.experiment_id = experiment_id
         run = self._client.create_run(
             experiment_id,
             run_name=run_name,
-            tags={"mlflow.parentRunId": parent_run_id},
+            tags={"mlflow.parentRunId": parent_run_id, **(tags or {})},
         )
         self.run_id = run.info.run_id
-        self._mlflow = mlflow
+
+    @property
+    def client(self) -> RetryingClient:
+        return self._client
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -101,7 +165,10 @@ class MlflowTracker:
 
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """End the run with ``status``; ``reason`` (one line) goes to the ``l2o.reason`` tag."""
+        if reason:
+            self._client.set_tag(self.run_id, "l2o.reason", reason[:5000])
         self._client.set_terminated(self.run_id, status=status)
 
 
@@ -125,17 +192,60 @@ def check_tracking_uri(uri: str | None = None, timeout_s: float = 10.0) -> None:
             ) from err
 
 
-def start_parent_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:
-    """Create (and migrate) the tracking store once, start the parent run, export its id.
+class _SignalWatch:
+    """Remembers the first SIGTERM/SIGINT the main Snakemake process receives, then hands the
+    signal on to the handler that was there (Snakemake's own: finish or cancel the jobs)."""
 
-    Called in the main Snakemake process before any job starts.
+    def __init__(self):
+        self.received: str | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+
+            def handler(num, frame, previous=previous):
+                self.received = self.received or signal.Signals(num).name
+                if callable(previous):
+                    previous(num, frame)
+                elif previous == signal.SIG_DFL:
+                    signal.signal(num, signal.SIG_DFL)
+                    os.kill(os.getpid(), num)
+
+            try:
+                signal.signal(signum, handler)
+            except ValueError:  # not the main thread: nothing to watch
+                return
+
+
+_WATCH = _SignalWatch()
+
+
+def start_invocation(experiment: str, run_name: str, tags: dict[str, str] | None = None,
+                     orphan_after_hours: float = DEFAULT_ORPHAN_AFTER_HOURS,
+                     retry_s: float = DEFAULT_RETRY_S) -> str:
+    """Create (and migrate) the tracking store once, mark runs left RUNNING by a killed
+    invocation, start the parent run and export its id; watch for SIGTERM/SIGINT.
+
+    Called in the main Snakemake process (``onstart``) before any job starts.
     """
+    try:
+        return _start_invocation(experiment, run_name, tags, orphan_after_hours, retry_s)
+    except Exception as err:
+        reason = tracking_store_error(err)
+        if reason is None:
+            raise
+        raise RuntimeError(reason) from None  # the one line says it all
+
+
+def _start_invocation(experiment: str, run_name: str, tags: dict[str, str] | None,
+                      orphan_after_hours: float, retry_s: float) -> str:
+    from l2o.orphans import mark_orphans, process_tags
+
     check_tracking_uri()
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
+    client = RetryingClient(retry_s, tracking_uri())
     exp = client.get_experiment_by_name(experiment)
     if exp:
         exp_id = exp.experiment_id
@@ -143,25 +253,77 @@ def start_parent_run(experiment: str, run_name: str, tags: dict[str, str] | None
         exp_id = client.create_experiment(experiment)  # the server decides where artifacts go
     else:  # local store: pin artifacts beside the DB, as an absolute path
         exp_id = client.create_experiment(experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
-    run = client.create_run(exp_id, run_name=run_name, tags=tags or {})
-    os.environ[PARENT_ENV] = run.info.run_id
+    max_age_s = float(orphan_after_hours) * 3600.0
+    run = client.create_run(exp_id, run_name=run_name,
+                            tags={**(tags or {}), **process_tags(max_age_s, job="snakemake")})
+    run_id = run.info.run_id
+    os.environ[PARENT_ENV] = run_id
     os.environ["MLFLOW_EXPERIMENT_ID"] = exp_id
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
-    return run.info.run_id
+    marked = mark_orphans(client, exp_id, found_by=run_id, max_age_s=max_age_s)
+    if marked:
+        client.set_tag(run_id, "l2o.orphans_marked", ",".join(r for r, _, _ in marked))
+    _WATCH.install()
+    return run_id
 
 
-def end_parent_run(status: str) -> None:
+def end_invocation(success: bool, log_file: str | None = None, retry_s: float = DEFAULT_RETRY_S) -> str | None:
+    """End this invocation's parent run: FINISHED, KILLED (after SIGTERM/SIGINT) or FAILED.
+
+    :return: the status set (None when no parent run was started).
+    """
     run_id = os.environ.get(PARENT_ENV)
     if not run_id:
-        return
-    from mlflow.tracking import MlflowClient
+        return None
+    client = RetryingClient(retry_s)
+    if success:
+        status = "FINISHED"
+    elif _WATCH.received:
+        status = "KILLED"
+        client.set_tag(run_id, "l2o.reason", f"killed by {_WATCH.received}")
+    else:
+        status = "FAILED"
+        where = f" (see {log_file})" if log_file else ""
+        client.set_tag(run_id, "l2o.reason", f"a job failed{where}")
+    client.set_terminated(run_id, status=status)
+    return status
 
-    MlflowClient().set_terminated(run_id, status=status)
 
-
-def job_tracker(run_name: str) -> NullTracker | MlflowTracker:
+def job_tracker(run_name: str, tags: dict[str, str] | None = None,
+                retry_s: float = DEFAULT_RETRY_S) -> NullTracker | MlflowTracker:
     """The tracker for one job: a child run if a parent run is set, else a no-op."""
     parent = os.environ.get(PARENT_ENV)
     if not parent:
         return NullTracker()
-    return MlflowTracker(run_name, parent, os.environ.get("MLFLOW_EXPERIMENT_ID"))
+    return MlflowTracker(run_name, parent, os.environ.get("MLFLOW_EXPERIMENT_ID"), tags=tags, retry_s=retry_s)
+
+
+def runs_table(experiment: str, statuses: list[str] | None = None, all_workdirs: bool = False):
+    """This work dir's runs of ``experiment``, oldest first: start, job, status, reason, links.
+
+    :return: a DataFrame with columns ``start, job, status, reason, replaced_by, replaces, run_id``
+        (run ids shortened to 8 characters).
+    """
+    import pandas as pd
+
+    from l2o.orphans import JOB, REASON, REPLACED_BY, REPLACES, WORKDIR
+
+    check_tracking_uri()
+    client = RetryingClient(tracking_uri=tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} in {tracking_uri()} (config: tracking.experiment)")
+    here = str(Path.cwd().resolve())
+    rows = []
+    for run in client.search_runs([exp.experiment_id], max_results=50000, order_by=["attributes.start_time ASC"]):
+        tags = run.data.tags
+        if not all_workdirs and tags.get(WORKDIR, tags.get("workdir")) not in (here, None):
+            continue
+        if statuses and run.info.status not in statuses:
+            continue
+        rows.append({"start": pd.Timestamp(run.info.start_time, unit="ms").strftime("%Y-%m-%d %H:%M:%S"),
+                     "job": tags.get(JOB, run.info.run_name), "status": run.info.status,
+                     "reason": tags.get(REASON, ""), "replaced_by": tags.get(REPLACED_BY, "")[:8],
+                     "replaces": ",".join(r[:8] for r in tags.get(REPLACES, "").split(",") if r),
+                     "run_id": run.info.run_id[:8]})
+    return pd.DataFrame(rows, columns=["start", "job", "status", "reason", "replaced_by", "replaces", "run_id"])

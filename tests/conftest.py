@@ -68,3 +68,41 @@ def interrupt_training(monkeypatch):
         return real
 
     return install
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    """A local sqlite MLflow store (MLFLOW_TRACKING_URI points at it) and a fresh experiment in it."""
+
+    uri: str
+    experiment_id: str
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_db(tmp_path_factory) -> str:
+    """One sqlite store for the session (creating one takes seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the tables once
+    return uri
+
+
+@pytest.fixture
+def mlflow_store(_mlflow_db, monkeypatch, request) -> MlflowStore:
+    """The session's store with an experiment of this test's own; no parent run in the environment."""
+    from mlflow.tracking import MlflowClient
+
+    import uuid
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _mlflow_db)
+    for var in ("L2O_MLFLOW_PARENT_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.setenv(var, "")  # records the old value: the test's own setting is undone afterwards
+        monkeypatch.delenv(var)
+    exp_id = MlflowClient(_mlflow_db).create_experiment(f"{request.node.name}-{uuid.uuid4().hex[:8]}")
+    return MlflowStore(_mlflow_db, exp_id)

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from l2o.io import atomic_path
 from l2o.report.results import TaskResults
 
 
@@ -22,9 +23,10 @@ def pyplot():
 
 
 def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``fig`` to ``path`` (format from its suffix) atomically, and close it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     pyplot().close(fig)
     return path
 

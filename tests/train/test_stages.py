@@ -6,6 +6,7 @@ and aevb, with a few dozen iterations each (seconds in total on a CPU).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -317,13 +318,14 @@ def test_failed_write_leaves_previous_output_intact(tiny_problem, tmp_path, monk
     real_save = torch.save
 
     def failing_save(obj, f, *args, **kwargs):
-        if Path(f).name.startswith(".o.pt."):  # the final output's temporary file
-            Path(f).write_bytes(b"half a checkpoint")
-            raise OSError("disk full")
+        if Path(f.name).name.startswith(".o.pt."):  # the final output's temporary file (an open file)
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left on device") as info:
         run_baseline(tiny_problem.path, out, section={**OPT, "iterations": 2, "val_every": 1})
+    assert info.value.filename == str(out)  # the file the job meant to write, not its temporary name
     assert out.read_bytes() == b"previous output"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

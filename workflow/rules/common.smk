@@ -281,29 +281,31 @@ def final_outputs():
 
 onstart:
     if config["tracking"]["enabled"]:
-        from l2o.tracking import config_hash, start_parent_run
+        from l2o.tracking import config_hash, start_invocation
 
-        run_id = start_parent_run(
+        run_id = start_invocation(
             config["tracking"]["experiment"],
             run_name="snakemake",
             tags={"config_hash": config_hash(report_config()), "workdir": str(Path.cwd()),
                   "tasks": ",".join(TASK_NAMES)},
+            orphan_after_hours=config["tracking"]["orphan_after_hours"],
+            retry_s=config["tracking"]["retry_seconds"],
         )
         print(f"MLflow parent run {run_id}")
 
 
 onsuccess:
     if config["tracking"]["enabled"]:
-        from l2o.tracking import end_parent_run
+        from l2o.tracking import end_invocation
 
-        end_parent_run("FINISHED")
+        end_invocation(success=True, retry_s=config["tracking"]["retry_seconds"])
 
 
 onerror:
     if config["tracking"]["enabled"]:
-        from l2o.tracking import end_parent_run
+        from l2o.tracking import end_invocation
 
-        end_parent_run("FAILED")
+        end_invocation(success=False, log_file=log, retry_s=config["tracking"]["retry_seconds"])
 
 
 SITE_PLACEHOLDER = "CHANGE_ME"

@@ -1,0 +1,177 @@
+"""Runs left ``RUNNING`` by a process that died without saying so, and the runs that replace them.
+
+``kill -9``, a lost node or a power cut end a job without its ``finally`` block, so its
+MLflow run would say ``RUNNING`` for ever. Every run of this workflow therefore carries
+tags that say who is running it (:func:`process_tags`): the host, the pid and the pid's
+start time (a reused pid has another), the work dir, the job and its output folder, and
+a deadline after which it cannot be alive (its SLURM ``runtime`` or
+``tracking.orphan_after_hours``).
+
+At the next invocation's start (:func:`mark_orphans`, called in ``onstart``, where
+Snakemake already holds the work dir's lock) each ``RUNNING`` run of this work dir is
+checked: its process is gone (same host), or it is past its deadline (another host, whose
+processes cannot be seen from here). Such a run is marked ``KILLED`` with the reason and
+the invocation that found it, or ``FINISHED`` if its job had written its run-id file (it
+died after its work was done). When a job starts it links the earlier attempts of the same
+job in the same work dir (:func:`link_attempts`): ``l2o.replaced_by`` on each, and
+``l2o.replaces`` on itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HOST, PID, PID_STARTED = "l2o.host", "l2o.pid", "l2o.pid_started"
+WORKDIR, JOB, OUTPUT_DIR, DEADLINE = "l2o.workdir", "l2o.job", "l2o.output_dir", "l2o.deadline"
+REASON, FOUND_BY, REPLACED_BY, REPLACES = "l2o.reason", "l2o.found_by", "l2o.replaced_by", "l2o.replaces"
+RUN_ID_FILE = "mlflow_run_id.txt"
+#: how long past its deadline a run on another host is still given (clock skew, slow clean-up)
+GRACE_S = 600.0
+
+
+def process_started(pid: int) -> float | None:
+    """The process's start time (epoch seconds), None if there is no such process (or a zombie)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def process_tags(lifetime_s: float, job: str | None = None, output_dir: Path | None = None) -> dict[str, str]:
+    """Tags that let a later invocation tell whether this process's run is still alive.
+
+    :param lifetime_s: the longest this process can run (its deadline is now + lifetime_s).
+    """
+    pid = os.getpid()
+    tags = {HOST: socket.gethostname(), PID: str(pid), PID_STARTED: repr(process_started(pid)),
+            WORKDIR: str(Path.cwd().resolve()), DEADLINE: repr(time.time() + float(lifetime_s))}
+    if job is not None:
+        tags[JOB] = job
+    if output_dir is not None:
+        tags[OUTPUT_DIR] = str(Path(output_dir).resolve())
+    return tags
+
+
+def process_state(tags: dict[str, str], host: str | None = None) -> str:
+    """``alive``, ``gone`` or ``unknown`` (no l2o tags, or another host) for a run's tags."""
+    host = host or socket.gethostname()
+    if tags.get(HOST) != host or PID not in tags:
+        return "unknown"
+    started = process_started(int(tags[PID]))
+    if started is None:
+        return "gone"
+    try:
+        recorded = float(tags.get(PID_STARTED, "nan"))
+    except ValueError:
+        recorded = float("nan")
+    if recorded == recorded and abs(started - recorded) > 1.0:
+        return "gone"  # the pid was reused by another process
+    return "alive"
+
+
+def _finished_its_work(tags: dict[str, str], run_id: str) -> bool:
+    """The job wrote its run-id file (only done once its outputs are complete)."""
+    out = tags.get(OUTPUT_DIR)
+    if not out:
+        return False
+    try:
+        return (Path(out) / RUN_ID_FILE).read_text().strip() == run_id
+    except OSError:
+        return False
+
+
+def orphan_verdict(run_id: str, tags: dict[str, str], start_ms: int, now: float, max_age_s: float,
+                   host: str | None = None) -> tuple[str, str] | None:
+    """``(status, reason)`` for a RUNNING run nobody is running any more, None if it may be alive.
+
+    ``start_ms`` is the run's start (MLflow's milliseconds); runs without a deadline tag get
+    ``max_age_s`` from their start.
+    """
+    state = process_state(tags, host)
+    who = f"process {tags.get(PID, '?')} on {tags.get(HOST, 'an unknown host')}"
+    if state == "alive":
+        return None
+    if state == "gone":
+        reason = f"orphaned: {who} is gone"
+    else:
+        try:
+            deadline = float(tags[DEADLINE]) + GRACE_S
+        except (KeyError, ValueError):
+            deadline = start_ms / 1000.0 + max_age_s
+        if now <= deadline:
+            return None
+        reason = f"orphaned: {who} cannot be seen from here and is past its deadline"
+    if _finished_its_work(tags, run_id):
+        return "FINISHED", reason + " after its outputs were complete"
+    return "KILLED", reason
+
+
+def _running_runs(client, experiment_id: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def mark_orphans(client, experiment_id: str, found_by: str, max_age_s: float,
+                 workdir: Path | None = None) -> list[tuple[str, str, str]]:
+    """Mark this work dir's orphaned RUNNING runs (see :func:`orphan_verdict`); skip ``found_by``.
+
+    An orphaned parent run (no ``mlflow.parentRunId``) also gets ``l2o.replaced_by = found_by``.
+
+    :return: ``[(run_id, status, reason)]`` of the runs marked.
+    """
+    workdir = str((workdir or Path.cwd()).resolve())
+    now, marked = time.time(), []
+    for run in _running_runs(client, experiment_id):
+        tags = run.data.tags
+        if run.info.run_id == found_by or tags.get(WORKDIR, tags.get("workdir")) != workdir:
+            continue
+        verdict = orphan_verdict(run.info.run_id, tags, run.info.start_time or 0, now, max_age_s)
+        if verdict is None:
+            continue
+        status, reason = verdict
+        new_tags = {REASON: reason, FOUND_BY: found_by}
+        if "mlflow.parentRunId" not in tags:
+            new_tags[REPLACED_BY] = found_by
+        for key, value in new_tags.items():
+            client.set_tag(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, status=status)
+        marked.append((run.info.run_id, status, reason))
+        log.warning("MLflow run %s (%s) was still RUNNING: %s; marked %s", run.info.run_id,
+                    tags.get(JOB, tags.get("mlflow.runName", "?")), reason, status)
+    return marked
+
+
+def link_attempts(client, experiment_id: str, job: str, run_id: str, workdir: Path | None = None) -> list[str]:
+    """Link the earlier FAILED/KILLED attempts of ``job`` in this work dir to ``run_id``.
+
+    :return: the run ids now marked as replaced by ``run_id``.
+    """
+    workdir = str((workdir or Path.cwd()).resolve())
+    quoted = job.replace("\\", "\\\\").replace("'", "\\'")
+    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{JOB}` = '{quoted}'", max_results=1000)
+    replaced = [r.info.run_id for r in earlier
+                if r.info.run_id != run_id and r.info.status in ("FAILED", "KILLED")
+                and r.data.tags.get(WORKDIR) == workdir and REPLACED_BY not in r.data.tags]
+    for old in replaced:
+        client.set_tag(old, REPLACED_BY, run_id)
+    if replaced:
+        client.set_tag(run_id, REPLACES, ",".join(replaced))
+    return replaced

@@ -1,0 +1,74 @@
+"""One-line reasons, run statuses and SIGTERM as an exception (l2o/failures.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+
+from l2o.failures import (OutputWriteError, Terminated, one_line_reason, run_status, signals_as_exceptions,
+                          tracking_store_error, write_error)
+
+
+def test_a_full_disk_names_the_file_the_cause_and_what_to_do():
+    err = OutputWriteError(errno.ENOSPC, "No space left on device", "results/sr/seed0/stage1/model.pt")
+    line = one_line_reason(err)
+    assert line.startswith("cannot write results/sr/seed0/stage1/model.pt: No space left on device (errno 28): "
+                           "the disk is full")
+    assert "re-run the same command" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("code, needle", [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only"),
+                                          (errno.EDQUOT, "quota"), (errno.EFBIG, "ulimit -f")])
+def test_each_write_error_says_what_to_do(code, needle):
+    assert needle in one_line_reason(OSError(code, os.strerror(code), "out.npz"))
+
+
+def test_the_write_error_is_found_down_the_chain():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("torch could not write") from inner
+    except RuntimeError as outer:
+        assert write_error(outer).errno == errno.ENOSPC
+        assert one_line_reason(outer).startswith("cannot write a file: No space left on device")
+    assert write_error(OSError(errno.ENOENT, "No such file or directory")) is None
+
+
+def test_tracking_store_errors_name_the_store(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////data/mlflow.db")
+    line = tracking_store_error(RuntimeError("(sqlite3.OperationalError) database or disk is full"))
+    assert line.startswith("cannot write the MLflow tracking store sqlite:////data/mlflow.db: database or disk is full")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    line = one_line_reason(RuntimeError("HTTPConnectionPool: Max retries exceeded with url"))
+    assert line.startswith("the MLflow tracking server http://127.0.0.1:5000 stopped answering")
+    assert tracking_store_error(ValueError("bad shape")) is None
+
+
+def test_other_errors_are_their_type_and_first_line():
+    assert one_line_reason(ValueError("stage1.lr must be > 0\nmore detail")) == "ValueError: stage1.lr must be > 0"
+    assert one_line_reason(FloatingPointError()) == "FloatingPointError"
+    assert len(one_line_reason(ValueError("x" * 1000), limit=50)) == 50
+
+
+def test_statuses():
+    assert run_status(None) == "FINISHED"
+    assert run_status(ValueError()) == "FAILED"
+    assert run_status(Terminated(signal.SIGTERM)) == "KILLED" and run_status(KeyboardInterrupt()) == "KILLED"
+    assert run_status(SystemExit(0)) == "FINISHED" and run_status(SystemExit(2)) == "FAILED"
+    assert one_line_reason(Terminated(signal.SIGTERM)) == "killed by SIGTERM"
+    assert one_line_reason(KeyboardInterrupt()) == "killed by SIGINT"
+
+
+def test_sigterm_raises_terminated_inside_the_block_only():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as info:
+        with signals_as_exceptions():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+    assert info.value.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
