@@ -100,18 +100,17 @@ class RetryingClient:
         def call(*args, **kwargs):
             from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
+            def log_retry(state) -> None:
+                log.warning("MLflow store busy (database is locked) in %s; retry %d in %.2f s", name,
+                            state.attempt_number, state.next_action.sleep)
+
             for attempt in Retrying(retry=retry_if_exception(is_store_busy), reraise=True,
                                     wait=wait_random_exponential(multiplier=0.05, max=5.0),
-                                    stop=stop_after_delay(self.retry_s), before_sleep=_log_retry):
+                                    stop=stop_after_delay(self.retry_s), before_sleep=log_retry):
                 with attempt:
                     return method(*args, **kwargs)
 
         return call
-
-
-def _log_retry(state) -> None:
-    log.warning("MLflow store busy (%s); retry %d of %s in %.2f s", state.outcome.exception(),
-                state.attempt_number, getattr(state.fn, "__name__", "a call"), state.next_action.sleep)
 
 
 class MlflowTracker:
@@ -228,6 +227,7 @@ def start_invocation(experiment: str, run_name: str, tags: dict[str, str] | None
 
     Called in the main Snakemake process (``onstart``) before any job starts.
     """
+    check_tracking_uri()  # its own message: the server cannot be reached, what to do
     try:
         return _start_invocation(experiment, run_name, tags, orphan_after_hours, retry_s)
     except Exception as err:
@@ -241,7 +241,6 @@ def _start_invocation(experiment: str, run_name: str, tags: dict[str, str] | Non
                       orphan_after_hours: float, retry_s: float) -> str:
     from l2o.orphans import mark_orphans, process_tags
 
-    check_tracking_uri()
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

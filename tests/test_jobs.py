@@ -108,3 +108,10 @@ def test_a_log_that_cannot_be_opened_is_named(tmp_path, capsys):
         with snakemake_job(fake_snakemake(tmp_path, log="logs/not-a-folder/stage1.log")):
             pass
     assert capsys.readouterr().err.startswith(f"l2o {NAME}: cannot write {tmp_path}/logs/not-a-folder/stage1.log")
+
+
+def test_every_workflow_script_runs_inside_snakemake_job():
+    """So every rule of every task gets the statuses, reasons and links above."""
+    scripts = sorted((Path(__file__).resolve().parents[1] / "workflow" / "scripts").glob("*.py"))
+    assert len(scripts) >= 10
+    assert [s.name for s in scripts if "with snakemake_job(snakemake) as job:" not in s.read_text()] == []

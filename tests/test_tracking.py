@@ -32,10 +32,13 @@ def client_with(method, retry_s=30.0) -> RetryingClient:
     return client
 
 
-def test_a_locked_store_is_retried_until_it_answers():
-    method = FlakyMethod(3, RuntimeError("(sqlite3.OperationalError) database is locked"))
-    assert client_with(method).log_batch("run", metrics=[]) == "ok"
+def test_a_locked_store_is_retried_until_it_answers(caplog):
+    method = FlakyMethod(3, RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: INSERT ...]"))
+    with caplog.at_level("WARNING", logger="l2o.tracking"):
+        assert client_with(method).log_batch("run", metrics=[]) == "ok"
     assert method.calls == 4
+    assert [m.split(" in ", 2)[:2] for m in caplog.messages] == [
+        ["MLflow store busy (database is locked)", "log_batch; retry %d" % n] for n in (1, 2, 3)]
 
 
 def test_other_errors_are_not_retried():

@@ -110,9 +110,13 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert {r.data.tags["rule"] for r in children} == set(JOBS_PER_RULE)
     assert len(children) == sum(JOBS_PER_RULE.values())
+    assert parents[0].data.tags["l2o.pid"] and parents[0].data.tags["l2o.workdir"] == str(tiny_run.resolve())
     for r in children:
         assert r.info.status == "FINISHED"
         assert r.data.params, r.data.tags["rule"]
+        # every job of every task says who runs it, so a later invocation can tell whether it died
+        assert r.data.tags["l2o.job"] == r.info.run_name and r.data.tags["l2o.host"] and r.data.tags["l2o.pid"]
+        assert float(r.data.tags["l2o.deadline"]) > r.info.start_time / 1000
         assert "config_hash" in r.data.tags
         if r.data.tags["rule"] != "report":  # every task job names its task and logs the task's section
             assert r.data.tags["task"] in TASKS
