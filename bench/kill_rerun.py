@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     signum = getattr(signal, args.signal)
     work = helpers.copy_workflow(Path(tempfile.mkdtemp(prefix="l2o-kill-")) / "wf", extra=kill_test.LONG_STAGE1)
     rc = kill_test.kill_mid_training(work, signum)
-    print(f"after {args.signal} to the process group (snakemake exit code {rc}):\n{run_table(work)}\n")
+    print(f"after {args.signal} to the process group (snakemake exit code {rc}):\n\n{run_table(work)}\n")
     if signum == signal.SIGKILL:
         helpers.run_snakemake(work, "--unlock")
     helpers.run_snakemake(work, kill_test.TARGET)
-    print(f"after the re-run of the same command:\n{run_table(work)}")
+    print(f"after the re-run of the same command:\n\n{run_table(work)}")
     return 0
 
 

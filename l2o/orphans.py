@@ -14,7 +14,8 @@ processes cannot be seen from here). Such a run is marked ``KILLED`` with the re
 the invocation that found it, or ``FINISHED`` if its job had written its run-id file (it
 died after its work was done). When a job starts it links the earlier attempts of the same
 job in the same work dir (:func:`link_attempts`): ``l2o.replaced_by`` on each, and
-``l2o.replaces`` on itself.
+``l2o.replaces`` on itself; a new invocation's parent run (job ``snakemake``) links the
+earlier invocations that failed or were killed in the same way.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ def mark_orphans(client, experiment_id: str, found_by: str, max_age_s: float,
                  workdir: Path | None = None) -> list[tuple[str, str, str]]:
     """Mark this work dir's orphaned RUNNING runs (see :func:`orphan_verdict`); skip ``found_by``.
 
-    An orphaned parent run (no ``mlflow.parentRunId``) also gets ``l2o.replaced_by = found_by``.
-
     :return: ``[(run_id, status, reason)]`` of the runs marked.
     """
     workdir = str((workdir or Path.cwd()).resolve())
@@ -147,10 +146,7 @@ def mark_orphans(client, experiment_id: str, found_by: str, max_age_s: float,
         if verdict is None:
             continue
         status, reason = verdict
-        new_tags = {REASON: reason, FOUND_BY: found_by}
-        if "mlflow.parentRunId" not in tags:
-            new_tags[REPLACED_BY] = found_by
-        for key, value in new_tags.items():
+        for key, value in {REASON: reason, FOUND_BY: found_by}.items():
             client.set_tag(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id, status=status)
         marked.append((run.info.run_id, status, reason))

@@ -36,6 +36,8 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_RETRY_S = 300.0
 #: a run on another host (or with no deadline tag) is taken for dead this long after its start
 DEFAULT_ORPHAN_AFTER_HOURS = 72.0
+#: the ``l2o.job`` tag of an invocation's parent run
+INVOCATION_JOB = "snakemake"
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +241,7 @@ def start_invocation(experiment: str, run_name: str, tags: dict[str, str] | None
 
 def _start_invocation(experiment: str, run_name: str, tags: dict[str, str] | None,
                       orphan_after_hours: float, retry_s: float) -> str:
-    from l2o.orphans import mark_orphans, process_tags
+    from l2o.orphans import link_attempts, mark_orphans, process_tags
 
     import mlflow
 
@@ -254,7 +256,7 @@ def _start_invocation(experiment: str, run_name: str, tags: dict[str, str] | Non
         exp_id = client.create_experiment(experiment, artifact_location=Path("mlartifacts").resolve().as_uri())
     max_age_s = float(orphan_after_hours) * 3600.0
     run = client.create_run(exp_id, run_name=run_name,
-                            tags={**(tags or {}), **process_tags(max_age_s, job="snakemake")})
+                            tags={**(tags or {}), **process_tags(max_age_s, job=INVOCATION_JOB)})
     run_id = run.info.run_id
     os.environ[PARENT_ENV] = run_id
     os.environ["MLFLOW_EXPERIMENT_ID"] = exp_id
@@ -262,6 +264,7 @@ def _start_invocation(experiment: str, run_name: str, tags: dict[str, str] | Non
     marked = mark_orphans(client, exp_id, found_by=run_id, max_age_s=max_age_s)
     if marked:
         client.set_tag(run_id, "l2o.orphans_marked", ",".join(r for r, _, _ in marked))
+    link_attempts(client, exp_id, INVOCATION_JOB, run_id)  # the invocations this one re-runs
     _WATCH.install()
     return run_id
 

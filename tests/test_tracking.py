@@ -73,7 +73,8 @@ def test_an_invocation_marks_what_a_killed_one_left_running(mlflow_store, monkey
     monkeypatch.chdir(tmp_path)
     client = mlflow_store.client()
     name = client.get_experiment(mlflow_store.experiment_id).name
-    old_parent = client.create_run(mlflow_store.experiment_id, tags={**process_tags(60.0), PID: "999999999"})
+    old_parent = client.create_run(mlflow_store.experiment_id,
+                                   tags={**process_tags(60.0, "snakemake"), PID: "999999999"})
 
     run_id = start_invocation(name, run_name="snakemake")
 
@@ -81,6 +82,7 @@ def test_an_invocation_marks_what_a_killed_one_left_running(mlflow_store, monkey
     old = client.get_run(old_parent.info.run_id)
     assert old.info.status == "KILLED" and old.data.tags["l2o.replaced_by"] == run_id
     assert client.get_run(run_id).data.tags["l2o.orphans_marked"] == old_parent.info.run_id
+    assert client.get_run(run_id).data.tags["l2o.replaces"] == old_parent.info.run_id
     assert end_invocation(success=True) == "FINISHED"
     assert client.get_run(run_id).info.status == "FINISHED"
 

@@ -101,11 +101,12 @@ def test_killed_job_is_marked_killed_and_linked_to_its_rerun(tmp_path, uninterru
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
     assert killed.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert parents[0].data.tags["l2o.replaced_by"] == parents[1].info.run_id
+    assert parents[1].data.tags["l2o.replaces"] == parents[0].info.run_id
     if signum == signal.SIGKILL:  # nobody could say so at the time: the next invocation found them
         for orphan in (killed, parents[0]):
             assert orphan.data.tags["l2o.found_by"] == parents[1].info.run_id
             assert orphan.data.tags["l2o.reason"].startswith("orphaned: process ")
-        assert parents[0].data.tags["l2o.replaced_by"] == parents[1].info.run_id
     else:
         assert parents[0].data.tags["l2o.reason"] == "killed by SIGTERM"
     assert not [r for r in runs if r.info.status == "RUNNING"]
