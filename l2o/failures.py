@@ -46,19 +46,27 @@ class OutputWriteError(OSError):
     (not the temporary name it was writing to)."""
 
 
+#: errno values only a write can raise (EACCES/EPERM also come from reads: they count only when
+#: raised as an OutputWriteError, i.e. by l2o.io's atomic writes)
+ONLY_ON_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    """``exc`` and the exceptions it was raised from (``raise ... from``), outermost first.
+
+    Not ``__context__``: an exception handled earlier and replaced by another one is not the cause.
+    """
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         yield exc
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
 
 
 def write_error(exc: BaseException) -> OSError | None:
     """The OSError in ``exc``'s chain that means a file cannot be written (see WRITE_ERRORS), or None."""
     for e in _chain(exc):
-        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+        if isinstance(e, OutputWriteError) or (isinstance(e, OSError) and e.errno in ONLY_ON_WRITE):
             return e
     return None
 
@@ -86,7 +94,7 @@ def tracking_store_error(exc: BaseException) -> str | None:
         if "attempt to write a readonly database" in text:
             return (f"cannot write the MLflow tracking store {uri}: it is read-only: make the file and its folder "
                     "writable by you, then re-run")
-        if "Max retries exceeded" in text or "Connection refused" in text:
+        if "/api/2.0/mlflow/" in text and ("Max retries exceeded" in text or "Connection refused" in text):
             return (f"the MLflow tracking server {uri} stopped answering: restart it (`l2o mlflow-server`) and "
                     "re-run the same command; training resumes from its last checkpoint")
     return None
@@ -142,3 +150,21 @@ def signals_as_exceptions() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def ignoring_signals() -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT are ignored (a job's clean-up; SIGKILL still ends it).
+
+    Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    try:
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -9,13 +9,14 @@ with the temporary file removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from l2o.failures import OutputWriteError, write_error
+from l2o.failures import WRITE_ERRORS, OutputWriteError, write_error
 
 
 @contextlib.contextmanager
@@ -31,16 +32,37 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.umask(umask)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        _fsync(tmp)  # the bytes reach the disk before the name does: a power cut leaves no empty file
         os.replace(tmp, path)
+        _fsync(path.parent)
     except Exception as exc:
-        err = write_error(exc)
-        ours = {None, tmp, str(path), *map(str, path.parents)}  # the file, its temporary name or its folders
-        if err is None or isinstance(exc, OutputWriteError) or err.filename not in ours:
+        err = exc if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS else write_error(exc)
+        if err is None or isinstance(exc, OutputWriteError) or not _about(path, err.filename):
             raise
         raise OutputWriteError(err.errno, err.strerror, str(path)) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _about(path: Path, filename) -> bool:
+    """An error's ``filename`` is ``path``, a file in its folder (its temporary name) or a folder above it."""
+    if filename is None:
+        return True
+    name = os.path.abspath(filename)
+    target = os.path.abspath(path)
+    return name == target or os.path.dirname(name) == os.path.dirname(target) or target.startswith(name + os.sep)
+
+
+def _fsync(name) -> None:
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot sync a folder
+        if err.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:

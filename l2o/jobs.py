@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -32,11 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from l2o.device import set_threads
-from l2o.failures import (Terminated, describe_write_error, one_line_reason, run_status, signals_as_exceptions,
-                          tracking_store_error, write_error)
+from l2o.failures import (Terminated, describe_write_error, ignoring_signals, one_line_reason, run_status,
+                          signals_as_exceptions, tracking_store_error, write_error)
 from l2o.io import write_text_atomic
 from l2o.orphans import RUN_ID_FILE, link_attempts, process_tags
 from l2o.tracking import DEFAULT_ORPHAN_AFTER_HOURS, DEFAULT_RETRY_S, NullTracker, config_hash, job_tracker
+
+#: how long a killed job keeps retrying a busy store while it ends (SLURM sends SIGKILL ~30 s after SIGTERM)
+KILLED_RETRY_S = 10.0
 
 
 
@@ -79,11 +83,11 @@ def upstream_run_ids(inputs: list[str]) -> dict[str, str]:
 
 
 def job_lifetime_s(snakemake, tracking: dict) -> float:
-    """The longest this job can live: its ``runtime`` resource (minutes, as SLURM gets it), else
-    ``tracking.orphan_after_hours``."""
+    """The longest this job can live: its ``runtime`` resource (minutes) when SLURM runs it (SLURM
+    enforces it), else ``tracking.orphan_after_hours``."""
     runtime = getattr(snakemake.resources, "runtime", None)
     try:
-        if runtime is not None and float(runtime) > 0:
+        if os.environ.get("SLURM_JOB_ID") and runtime is not None and float(runtime) > 0:
             return float(runtime) * 60.0
     except (TypeError, ValueError):
         pass
@@ -96,14 +100,21 @@ def _exit_code(exc: BaseException) -> int:
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
-def _best_effort(what: str, call: Callable, stream) -> None:
+def _say(line: str, *streams) -> None:
+    """Print ``line`` to each stream; a stream that cannot be written (a full disk) is skipped."""
+    for stream in dict.fromkeys(streams):  # each once, in order
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=stream)
+
+
+def _best_effort(what: str, call: Callable, *streams) -> None:
     """A tracking call made while the job ends: its failure is reported, never raised
     (the job's own outcome is what matters)."""
     try:
         call()
     except Exception as err:  # noqa: BLE001 - report whatever the store raised
         reason = tracking_store_error(err) or f"{type(err).__name__}: {err}".splitlines()[0]
-        print(f"l2o: could not {what} in MLflow: {reason}", file=stream)
+        _say(f"l2o: could not {what} in MLflow: {reason}", *streams)
 
 
 @contextlib.contextmanager
@@ -152,24 +163,28 @@ def snakemake_job(snakemake) -> Iterator[Job]:
     except BaseException as exc:
         failure = exc
         line = f"l2o {name}: {one_line_reason(exc)}"
-        print(line, file=stream)
-        traceback.print_exc(file=stream)
-        if stream is not console:
-            killed = run_status(exc) == "KILLED"
-            print(line + (f" (traceback in {log_path})" if log_path and not killed else ""), file=console)
+        killed = run_status(exc) == "KILLED"
+        if stream is not console:  # the console first: the log may be on the full disk
+            _say(line + (f" (traceback in {log_path})" if log_path and not killed else ""), console)
+        _say(line, stream)
+        with contextlib.suppress(OSError, ValueError):
+            traceback.print_exc(file=stream)
     finally:
-        with contextlib.suppress(OSError):
-            stream.flush()
-        if log_path is not None:
-            _best_effort("store the log", lambda: tracker.log_artifact(log_path), stream)
         status = run_status(failure)
-        reason = one_line_reason(failure) if failure is not None else None
-        _best_effort(f"mark the run {status}", lambda: tracker.finish(status, reason), stream)
-        root.removeHandler(handler)
-        sys.stderr = console
-        if stream is not console:
-            with contextlib.suppress(OSError):
-                stream.close()
+        with ignoring_signals():  # a second SIGTERM (SLURM, scancel) must not cut the clean-up short
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+            if status == "KILLED" and hasattr(tracker, "client"):
+                tracker.client.retry_s = min(tracker.client.retry_s, KILLED_RETRY_S)  # SIGKILL follows soon
+            reason = one_line_reason(failure) if failure is not None else None
+            _best_effort(f"mark the run {status}", lambda: tracker.finish(status, reason), console, stream)
+            if log_path is not None and status != "KILLED":
+                _best_effort("store the log", lambda: tracker.log_artifact(log_path), console, stream)
+            root.removeHandler(handler)
+            sys.stderr = console
+            if stream is not console:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
     if failure is not None:
         if status == "KILLED" or write_error(failure) or tracking_store_error(failure):
             raise SystemExit(_exit_code(failure)) from None  # the one line says it all

@@ -2,15 +2,15 @@
 
 ``kill -9``, a lost node or a power cut end a job without its ``finally`` block, so its
 MLflow run would say ``RUNNING`` for ever. Every run of this workflow therefore carries
-tags that say who is running it (:func:`process_tags`): the host, the pid and the pid's
-start time (a reused pid has another), the work dir, the job and its output folder, and
-a deadline after which it cannot be alive (its SLURM ``runtime`` or
-``tracking.orphan_after_hours``).
+tags that say who is running it (:func:`process_tags`): the host, the machine (machine id,
+boot id, pid namespace), the pid and the pid's start (a reused pid has another), the work
+dir, the job and its output folder, and a deadline after which it cannot be alive (its
+``runtime`` under SLURM, which enforces it, else ``tracking.orphan_after_hours``).
 
-At the next invocation's start (:func:`mark_orphans`, called in ``onstart``, where
-Snakemake already holds the work dir's lock) each ``RUNNING`` run of this work dir is
-checked: its process is gone (same host), or it is past its deadline (another host, whose
-processes cannot be seen from here). Such a run is marked ``KILLED`` with the reason and
+At the next invocation's start (:func:`mark_orphans`, called in ``onstart``) each
+``RUNNING`` run of this work dir is checked: its process is gone (same machine and boot,
+same pid namespace; an earlier boot of this machine counts as gone), or it is past its
+deadline (another host or container, whose processes cannot be seen from here). Such a run is marked ``KILLED`` with the reason and
 the invocation that found it, or ``FINISHED`` if its job had written its run-id file (it
 died after its work was done). When a job starts it links the earlier attempts of the same
 job in the same work dir (:func:`link_attempts`): ``l2o.replaced_by`` on each, and
@@ -29,7 +29,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-HOST, PID, PID_STARTED = "l2o.host", "l2o.pid", "l2o.pid_started"
+HOST, MACHINE, PID, PID_STARTED = "l2o.host", "l2o.machine", "l2o.pid", "l2o.pid_started"
 WORKDIR, JOB, OUTPUT_DIR, DEADLINE = "l2o.workdir", "l2o.job", "l2o.output_dir", "l2o.deadline"
 REASON, FOUND_BY, REPLACED_BY, REPLACES = "l2o.reason", "l2o.found_by", "l2o.replaced_by", "l2o.replaces"
 RUN_ID_FILE = "mlflow_run_id.txt"
@@ -37,17 +37,48 @@ RUN_ID_FILE = "mlflow_run_id.txt"
 GRACE_S = 600.0
 
 
-def process_started(pid: int) -> float | None:
-    """The process's start time (epoch seconds), None if there is no such process (or a zombie)."""
+def process_started(pid: int) -> str | None:
+    """When the process started, as a string that differs for a reused pid; None if there is no such
+    process (or a zombie); ``"?"`` if it exists but cannot be inspected.
+
+    Linux: its start in clock ticks since boot (``/proc/<pid>/stat``), which a clock change does not
+    move; elsewhere psutil's start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return None if fields[0] == "Z" else f"ticks:{fields[19]}"
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except (OSError, IndexError, ValueError):
+        return "?"
     import psutil
 
     try:
         proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None if proc.status() == psutil.STATUS_ZOMBIE else repr(proc.create_time())
+    except psutil.NoSuchProcess:
         return None
+    except psutil.AccessDenied:
+        return "?"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def machine_identity() -> str:
+    """``<machine id>/<boot id>/<pid namespace>``: two processes with equal pids are the same only
+    on the same machine, in the same boot, in the same pid namespace (containers)."""
+    try:
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pidns = ""
+    return "/".join((_read("/etc/machine-id"), _read("/proc/sys/kernel/random/boot_id"), pidns))
 
 
 def process_tags(lifetime_s: float, job: str | None = None, output_dir: Path | None = None) -> dict[str, str]:
@@ -56,8 +87,9 @@ def process_tags(lifetime_s: float, job: str | None = None, output_dir: Path | N
     :param lifetime_s: the longest this process can run (its deadline is now + lifetime_s).
     """
     pid = os.getpid()
-    tags = {HOST: socket.gethostname(), PID: str(pid), PID_STARTED: repr(process_started(pid)),
-            WORKDIR: str(Path.cwd().resolve()), DEADLINE: repr(time.time() + float(lifetime_s))}
+    tags = {HOST: socket.gethostname(), MACHINE: machine_identity(), PID: str(pid),
+            PID_STARTED: str(process_started(pid)), WORKDIR: str(Path.cwd().resolve()),
+            DEADLINE: repr(time.time() + float(lifetime_s))}
     if job is not None:
         tags[JOB] = job
     if output_dir is not None:
@@ -66,18 +98,23 @@ def process_tags(lifetime_s: float, job: str | None = None, output_dir: Path | N
 
 
 def process_state(tags: dict[str, str], host: str | None = None) -> str:
-    """``alive``, ``gone`` or ``unknown`` (no l2o tags, or another host) for a run's tags."""
+    """``alive``, ``gone`` or ``unknown`` (no l2o tags, another host, or another container) for a
+    run's tags. A process that exists but cannot be inspected counts as alive."""
     host = host or socket.gethostname()
     if tags.get(HOST) != host or PID not in tags:
+        return "unknown"
+    if MACHINE in tags and tags[MACHINE] != machine_identity():
+        theirs, ours = tags[MACHINE].split("/"), machine_identity().split("/")
+        if theirs[0] and theirs[0] == ours[0] and theirs[1] != ours[1]:
+            return "gone"  # this machine, an earlier boot
         return "unknown"
     started = process_started(int(tags[PID]))
     if started is None:
         return "gone"
-    try:
-        recorded = float(tags.get(PID_STARTED, "nan"))
-    except ValueError:
-        recorded = float("nan")
-    if recorded == recorded and abs(started - recorded) > 1.0:
+    if started == "?":
+        return "alive"
+    recorded = tags.get(PID_STARTED)
+    if recorded and recorded != "?" and recorded != started:
         return "gone"  # the pid was reused by another process
     return "alive"
 
@@ -161,10 +198,10 @@ def link_attempts(client, experiment_id: str, job: str, run_id: str, workdir: Pa
     :return: the run ids now marked as replaced by ``run_id``.
     """
     workdir = str((workdir or Path.cwd()).resolve())
-    quoted = job.replace("\\", "\\\\").replace("'", "\\'")
-    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{JOB}` = '{quoted}'", max_results=1000)
+    # MLflow's filter strings do not unescape quotes: filter on the status, compare the job here
+    earlier = client.search_runs([experiment_id], filter_string="attributes.status != 'FINISHED'", max_results=5000)
     replaced = [r.info.run_id for r in earlier
-                if r.info.run_id != run_id and r.info.status in ("FAILED", "KILLED")
+                if r.info.run_id != run_id and r.info.status in ("FAILED", "KILLED") and r.data.tags.get(JOB) == job
                 and r.data.tags.get(WORKDIR) == workdir and REPLACED_BY not in r.data.tags]
     for old in replaced:
         client.set_tag(old, REPLACED_BY, run_id)

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,18 +75,23 @@ class NullTracker:
 def is_store_busy(exc: BaseException) -> bool:
     """The store refused a write because another writer held it (safe to retry: sqlite rolled it back).
 
+    Through ``mlflow server`` a locked sqlite comes back as HTTP 503 (TEMPORARILY_UNAVAILABLE), which
+    MLflow's own client has already retried.
+
     >>> is_store_busy(RuntimeError("(sqlite3.OperationalError) database is locked")), is_store_busy(ValueError("x"))
     (True, False)
     """
     text = str(exc)
-    return "database is locked" in text or "database table is locked" in text
+    return any(busy in text for busy in ("database is locked", "database table is locked",
+                                         "TEMPORARILY_UNAVAILABLE", "too many 503 error responses"))
 
 
 class RetryingClient:
     """An ``MlflowClient`` whose every call is retried while the store is busy.
 
-    Waits are random and grow exponentially (50 ms up to 5 s) for at most ``retry_s``
-    seconds in all; then the store's error is raised.
+    Waits are random and grow exponentially (50 ms up to 5 s); no new attempt starts after
+    ``retry_s`` seconds (one attempt may itself wait: sqlite's busy timeout is 20 s), and then
+    the store's error is raised.
     """
 
     def __init__(self, retry_s: float = DEFAULT_RETRY_S, tracking_uri: str | None = None):
@@ -167,10 +173,18 @@ class MlflowTracker:
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
-        """End the run with ``status``; ``reason`` (one line) goes to the ``l2o.reason`` tag."""
+        """End the run with ``status``; ``reason`` (one line) goes to the ``l2o.reason`` tag.
+
+        The status is set first (a failed tag write then cannot leave the run RUNNING). A run that
+        finishes after another invocation took it for dead loses that verdict's tags.
+        """
+        self._client.set_terminated(self.run_id, status=status)
         if reason:
             self._client.set_tag(self.run_id, "l2o.reason", reason[:5000])
-        self._client.set_terminated(self.run_id, status=status)
+        elif status == "FINISHED":
+            stale = [k for k in ("l2o.reason", "l2o.found_by") if k in self._client.get_run(self.run_id).data.tags]
+            for key in stale:
+                self._client.delete_tag(self.run_id, key)
 
 
 def tracking_uri() -> str:
@@ -199,16 +213,22 @@ class _SignalWatch:
 
     def __init__(self):
         self.received: str | None = None
+        self._ours: dict[int, Callable] = {}
 
     def install(self) -> None:
+        self.received = None
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
+            if previous is self._ours.get(signum):  # already watching
+                continue
+            if previous in (signal.SIG_IGN, None):  # ignored, or not set from Python: leave it alone
+                continue
 
             def handler(num, frame, previous=previous):
                 self.received = self.received or signal.Signals(num).name
                 if callable(previous):
                     previous(num, frame)
-                elif previous == signal.SIG_DFL:
+                else:  # SIG_DFL: do what the default would (terminate)
                     signal.signal(num, signal.SIG_DFL)
                     os.kill(os.getpid(), num)
 
@@ -216,6 +236,7 @@ class _SignalWatch:
                 signal.signal(signum, handler)
             except ValueError:  # not the main thread: nothing to watch
                 return
+            self._ours[signum] = handler
 
 
 _WATCH = _SignalWatch()
@@ -277,17 +298,21 @@ def end_invocation(success: bool, log_file: str | None = None, retry_s: float = 
     run_id = os.environ.get(PARENT_ENV)
     if not run_id:
         return None
-    client = RetryingClient(retry_s)
     if success:
-        status = "FINISHED"
+        status, reason = "FINISHED", None
     elif _WATCH.received:
-        status = "KILLED"
-        client.set_tag(run_id, "l2o.reason", f"killed by {_WATCH.received}")
+        status, reason = "KILLED", f"killed by {_WATCH.received}"
     else:
-        status = "FAILED"
-        where = f" (see {log_file})" if log_file else ""
-        client.set_tag(run_id, "l2o.reason", f"a job failed{where}")
-    client.set_terminated(run_id, status=status)
+        status, reason = "FAILED", "a job failed" + (f" (see {log_file})" if log_file else "")
+    try:  # the workflow's outcome stands whatever the store says
+        client = RetryingClient(retry_s)
+        client.set_terminated(run_id, status=status)
+        if reason:
+            client.set_tag(run_id, "l2o.reason", reason)
+    except Exception as err:  # noqa: BLE001
+        print(f"l2o: could not mark the MLflow parent run {run_id} {status}: "
+              f"{tracking_store_error(err) or str(err).splitlines()[0]}", file=sys.stderr)
+        return None
     return status
 
 

@@ -23,7 +23,7 @@ def test_a_full_disk_names_the_file_the_cause_and_what_to_do():
 @pytest.mark.parametrize("code, needle", [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only"),
                                           (errno.EDQUOT, "quota"), (errno.EFBIG, "ulimit -f")])
 def test_each_write_error_says_what_to_do(code, needle):
-    assert needle in one_line_reason(OSError(code, os.strerror(code), "out.npz"))
+    assert needle in one_line_reason(OutputWriteError(code, os.strerror(code), "out.npz"))
 
 
 def test_the_write_error_is_found_down_the_chain():
@@ -36,6 +36,14 @@ def test_the_write_error_is_found_down_the_chain():
         assert write_error(outer).errno == errno.ENOSPC
         assert one_line_reason(outer).startswith("cannot write a file: No space left on device")
     assert write_error(OSError(errno.ENOENT, "No such file or directory")) is None
+    assert write_error(OSError(errno.EACCES, "Permission denied", "input.npz")) is None  # could be a read
+    try:  # an error handled earlier is not the cause of the one that replaced it
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise ValueError("bad shape")
+    except ValueError as err:
+        assert write_error(err) is None and one_line_reason(err) == "ValueError: bad shape"
 
 
 def test_tracking_store_errors_name_the_store(monkeypatch):
@@ -43,8 +51,10 @@ def test_tracking_store_errors_name_the_store(monkeypatch):
     line = tracking_store_error(RuntimeError("(sqlite3.OperationalError) database or disk is full"))
     assert line.startswith("cannot write the MLflow tracking store sqlite:////data/mlflow.db: database or disk is full")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    line = one_line_reason(RuntimeError("HTTPConnectionPool: Max retries exceeded with url"))
+    line = one_line_reason(RuntimeError("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/get failed "
+                                        "with exception HTTPConnectionPool: Max retries exceeded with url"))
     assert line.startswith("the MLflow tracking server http://127.0.0.1:5000 stopped answering")
+    assert tracking_store_error(RuntimeError("https://example.org/x: Max retries exceeded")) is None  # not MLflow
     assert tracking_store_error(ValueError("bad shape")) is None
 
 

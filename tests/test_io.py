@@ -58,3 +58,16 @@ def test_other_errors_pass_through_unchanged(tmp_path):
 def test_a_successful_write(tmp_path):
     write_json_atomic({"a": 1}, tmp_path / "a.json")
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+
+
+def test_a_folder_that_is_not_writable_names_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}abc123{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(OutputWriteError) as info:
+        write_json_atomic({"a": 1}, tmp_path / "metrics.json")
+    assert info.value.filename == str(tmp_path / "metrics.json")
+    assert one_line_reason(info.value).startswith(f"cannot write {tmp_path / 'metrics.json'}: Permission denied")

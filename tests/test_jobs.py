@@ -40,7 +40,8 @@ def job_runs(store) -> list:
     return store.client().search_runs([store.experiment_id], filter_string=f"tags.`{JOB}` = '{NAME}'")
 
 
-def test_a_job_that_finishes(parent, tmp_path):
+def test_a_job_that_finishes(parent, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")  # its runtime (30 min) is then its deadline
     sm = fake_snakemake(tmp_path)
     with snakemake_job(sm) as job:
         job.tracker.log_metrics({"val_nmse_db": -12.5}, step=10)
@@ -49,6 +50,16 @@ def test_a_job_that_finishes(parent, tmp_path):
     assert run.data.tags[PID] == str(os.getpid())
     assert float(run.data.tags["l2o.deadline"]) - run.info.start_time / 1000 == pytest.approx(1800, abs=60)
     assert (tmp_path / "results/stage1" / RUN_ID_FILE).read_text().strip() == run.info.run_id
+
+
+def test_without_slurm_the_deadline_is_orphan_after_hours(tmp_path, monkeypatch):
+    from l2o.jobs import job_lifetime_s
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    sm = fake_snakemake(tmp_path)  # runtime 30 min, which nothing enforces outside SLURM
+    assert job_lifetime_s(sm, {"orphan_after_hours": 5}) == 5 * 3600
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    assert job_lifetime_s(sm, {"orphan_after_hours": 5}) == 30 * 60
 
 
 def test_a_full_disk_is_one_line_first_and_the_traceback_in_the_log(parent, tmp_path, capsys):
@@ -115,3 +126,33 @@ def test_every_workflow_script_runs_inside_snakemake_job():
     scripts = sorted((Path(__file__).resolve().parents[1] / "workflow" / "scripts").glob("*.py"))
     assert len(scripts) >= 10
     assert [s.name for s in scripts if "with snakemake_job(snakemake) as job:" not in s.read_text()] == []
+
+
+class FullDiskLog:
+    """A log file on a full disk: every write fails."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        pass
+
+
+def test_a_log_on_the_full_disk_still_gives_the_console_line(parent, tmp_path, capsys, monkeypatch):
+    import logging
+    import sys
+
+    import l2o.jobs
+
+    monkeypatch.setattr(l2o.jobs, "open", lambda *a, **k: FullDiskLog(), raising=False)
+    stderr, handlers = sys.stderr, list(logging.getLogger().handlers)
+    with pytest.raises(SystemExit):
+        with snakemake_job(fake_snakemake(tmp_path)):
+            raise OutputWriteError(errno.ENOSPC, "No space left on device", "results/stage1/model.pt")
+    assert capsys.readouterr().err.startswith(f"l2o {NAME}: cannot write results/stage1/model.pt: No space left")
+    assert sys.stderr is stderr and logging.getLogger().handlers == handlers
+    (run,) = job_runs(parent)
+    assert run.info.status == "FAILED"

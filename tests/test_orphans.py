@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from l2o.orphans import (DEADLINE, FOUND_BY, HOST, JOB, OUTPUT_DIR, PID, PID_STARTED, REASON, REPLACED_BY, REPLACES,
-                         RUN_ID_FILE, WORKDIR, link_attempts, mark_orphans, orphan_verdict, process_state, process_tags)
+from l2o.orphans import (DEADLINE, FOUND_BY, HOST, JOB, MACHINE, OUTPUT_DIR, PID, PID_STARTED, REASON, REPLACED_BY,
+                         REPLACES, RUN_ID_FILE, WORKDIR, link_attempts, machine_identity, mark_orphans, orphan_verdict,
+                         process_state, process_tags)
 
 NOW = time.time()
 
@@ -106,3 +107,19 @@ def test_process_tags_say_who_runs_it(tmp_path):
     assert tags[PID] == str(os.getpid()) and tags[JOB] == "evaluate/task=denoising/seed=0"
     assert tags[OUTPUT_DIR] == str(tmp_path.resolve()) and tags[WORKDIR] == str(Path.cwd().resolve())
     assert abs(float(tags[DEADLINE]) - (time.time() + 120.0)) < 5
+
+
+def test_another_container_is_unknown_and_an_earlier_boot_is_gone():
+    machine_id, boot, pidns = machine_identity().split("/")
+    alive = process_tags(60.0)  # this very process
+    assert process_state({**alive, MACHINE: f"{machine_id}/{boot}/4026531999"}) == "unknown"  # another pid namespace
+    assert process_state({**alive, MACHINE: f"other-machine/{boot}/{pidns}"}) == "unknown"
+    if machine_id:
+        assert process_state({**alive, MACHINE: f"{machine_id}/an-earlier-boot/{pidns}"}) == "gone"
+
+
+def test_a_process_that_cannot_be_inspected_counts_as_alive(monkeypatch):
+    import l2o.orphans as orphans
+
+    monkeypatch.setattr(orphans, "process_started", lambda pid: "?")
+    assert process_state(dead_pid_tags()) == "alive"

@@ -57,6 +57,7 @@ def test_retries_stop_after_retry_s():
 
 def test_is_store_busy():
     assert is_store_busy(RuntimeError("database table is locked"))
+    assert is_store_busy(RuntimeError("API request failed: too many 503 error responses"))  # through the server
     assert not is_store_busy(RuntimeError("database or disk is full"))
 
 
@@ -96,12 +97,13 @@ def test_a_failed_invocation_says_whether_it_was_killed(mlflow_store, monkeypatc
                                                         signum, status, reason):
     monkeypatch.chdir(tmp_path)
     name = mlflow_store.client().get_experiment(mlflow_store.experiment_id).name
-    # Snakemake's own handlers, which the watch hands the signal on to
-    signal.signal(signal.SIGTERM, lambda *a: None)
-    signal.signal(signal.SIGINT, lambda *a: None)
+    handed_on = []  # Snakemake's own handlers, which the watch must hand the signal on to
+    signal.signal(signal.SIGTERM, lambda num, frame: handed_on.append(num))
+    signal.signal(signal.SIGINT, lambda num, frame: handed_on.append(num))
     run_id = start_invocation(name, run_name="snakemake")
     if signum is not None:
         os.kill(os.getpid(), signum)
+    assert handed_on == ([] if signum is None else [signum])
     assert end_invocation(success=False, log_file="run.log") == status
     run = mlflow_store.client().get_run(run_id)
     assert (run.info.status, run.data.tags[REASON]) == (status, reason)
@@ -144,3 +146,30 @@ def test_l2o_runs_lists_this_workdirs_runs_with_their_links(mlflow_store, monkey
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["runs", "--experiment", "no-such-experiment"]) == 2
     assert "no MLflow experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_ending_the_parent_run_never_fails_the_workflow(monkeypatch, capsys):
+    def unreachable(*args, **kwargs):
+        raise RuntimeError("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/update failed: Max retries exceeded")
+
+    monkeypatch.setenv(PARENT_ENV, "abc123")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setattr(tracking.RetryingClient, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(tracking.RetryingClient, "__getattr__", lambda self, name: unreachable)
+    assert end_invocation(success=True) is None
+    assert capsys.readouterr().err.startswith("l2o: could not mark the MLflow parent run abc123 FINISHED: "
+                                              "the MLflow tracking server http://127.0.0.1:9 stopped answering")
+
+
+def test_a_run_that_finishes_after_being_taken_for_dead_loses_the_verdict(mlflow_store):
+    from l2o.tracking import MlflowTracker
+
+    parent = mlflow_store.client().create_run(mlflow_store.experiment_id).info.run_id
+    tracker = MlflowTracker("stage1", parent, mlflow_store.experiment_id)
+    client = mlflow_store.client()
+    client.set_tag(tracker.run_id, REASON, "orphaned: process 1 on vm is gone")
+    client.set_tag(tracker.run_id, "l2o.found_by", "someone")
+    client.set_terminated(tracker.run_id, "KILLED")
+    tracker.finish("FINISHED")
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and REASON not in run.data.tags and "l2o.found_by" not in run.data.tags
