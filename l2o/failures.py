@@ -19,7 +19,7 @@ import errno
 import os
 import signal
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 #: errno values that mean "this file cannot be written here", with what to do about it.
 WRITE_ERRORS = {
@@ -133,33 +133,13 @@ def run_status(exc: BaseException | None) -> str:
 
 
 @contextlib.contextmanager
-def signals_as_exceptions() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Terminated` (SIGINT keeps raising KeyboardInterrupt).
-
-    Only the main thread can install handlers; elsewhere this does nothing.
-    """
-    def raise_terminated(signum, frame):
-        raise Terminated(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def ignoring_signals() -> Iterator[None]:
-    """Within the block SIGTERM and SIGINT are ignored (a job's clean-up; SIGKILL still ends it).
+def _signal_handlers(handlers: dict[int, Any]) -> Iterator[None]:
+    """Install ``{signal: handler}`` within the block, then put back what was there.
 
     Only the main thread can install handlers; elsewhere this does nothing.
     """
     try:
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     except ValueError:  # not the main thread
         yield
         return
@@ -168,3 +148,17 @@ def ignoring_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def signals_as_exceptions() -> contextlib.AbstractContextManager:
+    """Within the block SIGTERM raises :class:`Terminated` (SIGINT keeps raising KeyboardInterrupt)."""
+    return _signal_handlers({signal.SIGTERM: _raise_terminated})
+
+
+def ignoring_signals() -> contextlib.AbstractContextManager:
+    """Within the block SIGTERM and SIGINT are ignored (a job's clean-up; SIGKILL still ends it)."""
+    return _signal_handlers({signal.SIGTERM: signal.SIG_IGN, signal.SIGINT: signal.SIG_IGN})
