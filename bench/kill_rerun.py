@@ -1,6 +1,6 @@
 """What MLflow says after a job is killed mid-training and the same command is re-run.
 
-The tiny workflow's sparse-recovery Stage I (1,500 iterations, a checkpoint every 50) is
+The tiny workflow's sparse-recovery Stage I (1,000 iterations, a checkpoint every 40) is
 started in a temp dir, its whole process group gets ``--signal`` after Stage I's second
 checkpoint (Ctrl-C, ``kill -TERM -PGID`` and SLURM do the same), ``snakemake --unlock`` follows
 a SIGKILL, and the same target is run again. Every run of the store is printed after the

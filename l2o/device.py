@@ -18,8 +18,14 @@ def resolve_device(name: str | None = None) -> str:
 
 
 def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads`` from the job's thread count (None: leave as is)."""
-    import torch
+    """The job's CPU threads (None: leave as is): ``torch.set_num_threads`` if torch is imported,
+    else ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, which torch reads when it is (a job that never
+    needs torch does not pay for importing it; torch then caps the count at the CPU's cores)."""
+    import sys
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    if not threads:
+        return
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(int(threads))

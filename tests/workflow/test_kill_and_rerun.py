@@ -20,8 +20,8 @@ pytestmark = pytest.mark.workflow
 SR = "sparse_recovery"
 TARGET = f"results/{SR}/seed0/stage1/model.pt"
 JOB = f"stage1/task={SR}/seed=0"
-# long enough to be killed between two checkpoints (one every 50 iterations)
-LONG_STAGE1 = {"tasks": [SR], SR: {"stage1": {"iterations": 1500, "val_every": 50}}}
+# long enough to be killed between two checkpoints (one every 40 iterations)
+LONG_STAGE1 = {"tasks": [SR], SR: {"stage1": {"iterations": 1000, "val_every": 40}}}
 
 
 def start_snakemake(workdir: Path) -> subprocess.Popen:
