@@ -37,8 +37,9 @@ class Terminated(BaseException):
     """Raised in a job's main thread when it receives SIGTERM (like KeyboardInterrupt for SIGINT)."""
 
     def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
         self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
 
 
 class OutputWriteError(OSError):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ def job_lifetime_s(snakemake, tracking: dict) -> float:
 
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, Terminated):
-        return 128 + signal.Signals[exc.signal_name].value
+        return 128 + exc.signum
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
@@ -140,6 +139,7 @@ def snakemake_job(snakemake) -> Iterator[Job]:
     task = wildcards.get("task")
     tracker: Any = NullTracker()
     failure: BaseException | None = None
+    reason: str | None = None
     try:
         with signals_as_exceptions():
             set_threads(snakemake.threads)
@@ -161,8 +161,8 @@ def snakemake_job(snakemake) -> Iterator[Job]:
             if tracker.run_id:
                 write_text_atomic(tracker.run_id + "\n", output_dir / RUN_ID_FILE)
     except BaseException as exc:
-        failure = exc
-        line = f"l2o {name}: {one_line_reason(exc)}"
+        failure, reason = exc, one_line_reason(exc)
+        line = f"l2o {name}: {reason}"
         killed = run_status(exc) == "KILLED"
         if stream is not console:  # the console first: the log may be on the full disk
             _say(line + (f" (traceback in {log_path})" if log_path and not killed else ""), console)
@@ -176,7 +176,6 @@ def snakemake_job(snakemake) -> Iterator[Job]:
                 stream.flush()
             if status == "KILLED" and hasattr(tracker, "client"):
                 tracker.client.retry_s = min(tracker.client.retry_s, KILLED_RETRY_S)  # SIGKILL follows soon
-            reason = one_line_reason(failure) if failure is not None else None
             _best_effort(f"mark the run {status}", lambda: tracker.finish(status, reason), console, stream)
             if log_path is not None and status != "KILLED":
                 _best_effort("store the log", lambda: tracker.log_artifact(log_path), console, stream)

@@ -198,8 +198,12 @@ def link_attempts(client, experiment_id: str, job: str, run_id: str, workdir: Pa
     :return: the run ids now marked as replaced by ``run_id``.
     """
     workdir = str((workdir or Path.cwd()).resolve())
-    # MLflow's filter strings do not unescape quotes: filter on the status, compare the job here
-    earlier = client.search_runs([experiment_id], filter_string="attributes.status != 'FINISHED'", max_results=5000)
+    # MLflow's filter strings do not unescape quotes: quote the job with a kind it does not contain
+    # (job names come from wildcards, so there always is one); the job is compared here as well
+    quote = next((q for q in ('"', "'") if q not in job), None)
+    by_job = f" and tags.`{JOB}` = {quote}{job}{quote}" if quote else ""
+    earlier = client.search_runs([experiment_id], filter_string=f"attributes.status != 'FINISHED'{by_job}",
+                                 max_results=5000)
     replaced = [r.info.run_id for r in earlier
                 if r.info.run_id != run_id and r.info.status in ("FAILED", "KILLED") and r.data.tags.get(JOB) == job
                 and r.data.tags.get(WORKDIR) == workdir and REPLACED_BY not in r.data.tags]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from l2o.failures import tracking_store_error
+from l2o.orphans import FOUND_BY, REASON
 
 PARENT_ENV = "L2O_MLFLOW_PARENT_RUN_ID"
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -180,9 +181,9 @@ class MlflowTracker:
         """
         self._client.set_terminated(self.run_id, status=status)
         if reason:
-            self._client.set_tag(self.run_id, "l2o.reason", reason[:5000])
+            self._client.set_tag(self.run_id, REASON, reason[:5000])
         elif status == "FINISHED":
-            stale = [k for k in ("l2o.reason", "l2o.found_by") if k in self._client.get_run(self.run_id).data.tags]
+            stale = [k for k in (REASON, FOUND_BY) if k in self._client.get_run(self.run_id).data.tags]
             for key in stale:
                 self._client.delete_tag(self.run_id, key)
 
@@ -308,7 +309,7 @@ def end_invocation(success: bool, log_file: str | None = None, retry_s: float = 
         client = RetryingClient(retry_s)
         client.set_terminated(run_id, status=status)
         if reason:
-            client.set_tag(run_id, "l2o.reason", reason)
+            client.set_tag(run_id, REASON, reason)
     except Exception as err:  # noqa: BLE001
         print(f"l2o: could not mark the MLflow parent run {run_id} {status}: "
               f"{tracking_store_error(err) or str(err).splitlines()[0]}", file=sys.stderr)
@@ -333,7 +334,7 @@ def runs_table(experiment: str, statuses: list[str] | None = None, all_workdirs:
     """
     import pandas as pd
 
-    from l2o.orphans import JOB, REASON, REPLACED_BY, REPLACES, WORKDIR
+    from l2o.orphans import JOB, REPLACED_BY, REPLACES, WORKDIR
 
     check_tracking_uri()
     client = RetryingClient(tracking_uri=tracking_uri())
