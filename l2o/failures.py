@@ -101,12 +101,35 @@ def tracking_store_error(exc: BaseException) -> str | None:
     return None
 
 
+def killing_signal(exc: BaseException) -> Terminated | KeyboardInterrupt | None:
+    """The SIGTERM/SIGINT that ended a job, wherever it sits in ``exc``'s chain, None if none did.
+
+    Unlike other causes this follows ``__context__`` too: a signal that lands inside a library
+    (torch's writer, say) is often replaced by the library's own error while it unwinds.
+
+    >>> try:
+    ...     try:
+    ...         raise Terminated(15)
+    ...     except Terminated:
+    ...         raise RuntimeError("unexpected pos")
+    ... except RuntimeError as err:
+    ...     killing_signal(err).signal_name
+    'SIGTERM'
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (Terminated, KeyboardInterrupt)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def one_line_reason(exc: BaseException, limit: int = 400) -> str:
     """One line saying why ``exc`` ended a job (for a log's first line and a run's tag)."""
-    if isinstance(exc, Terminated):
-        return f"killed by {exc.signal_name}"
-    if isinstance(exc, KeyboardInterrupt):
-        return "killed by SIGINT"
+    killed = killing_signal(exc)
+    if killed is not None:
+        return f"killed by {killed.signal_name if isinstance(killed, Terminated) else 'SIGINT'}"
     err = write_error(exc)
     if err is not None:
         return describe_write_error(err)
@@ -126,7 +149,7 @@ def run_status(exc: BaseException | None) -> str:
     """
     if exc is None:
         return "FINISHED"
-    if isinstance(exc, (Terminated, KeyboardInterrupt)):
+    if killing_signal(exc) is not None:
         return "KILLED"
     if isinstance(exc, SystemExit) and not exc.code:
         return "FINISHED"

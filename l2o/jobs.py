@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from l2o.device import set_threads
-from l2o.failures import (Terminated, describe_write_error, ignoring_signals, one_line_reason, run_status,
-                          signals_as_exceptions, tracking_store_error, write_error)
+from l2o.failures import (Terminated, describe_write_error, ignoring_signals, killing_signal, one_line_reason,
+                          run_status, signals_as_exceptions, tracking_store_error, write_error)
 from l2o.io import write_text_atomic
 from l2o.orphans import RUN_ID_FILE, link_attempts, process_tags
 from l2o.tracking import DEFAULT_ORPHAN_AFTER_HOURS, DEFAULT_RETRY_S, NullTracker, config_hash, job_tracker
@@ -94,9 +94,10 @@ def job_lifetime_s(snakemake, tracking: dict) -> float:
 
 
 def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, Terminated):
-        return 128 + exc.signum
-    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    killed = killing_signal(exc)
+    if killed is None:
+        return 1
+    return 128 + killed.signum if isinstance(killed, Terminated) else 130
 
 
 def _say(line: str, *streams) -> None:

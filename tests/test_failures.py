@@ -82,3 +82,14 @@ def test_sigterm_raises_terminated_inside_the_block_only():
                 pass
     assert info.value.signal_name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_inside_a_library_is_still_a_kill():
+    """SIGTERM during torch.save through a Python file: torch's writer replaces it with its own error."""
+    try:
+        try:
+            raise Terminated(signal.SIGTERM)
+        except Terminated:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 176640 vs 176552")
+    except RuntimeError as err:
+        assert run_status(err) == "KILLED" and one_line_reason(err) == "killed by SIGTERM"
