@@ -253,8 +253,8 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
         df = run_models(data=args.data, checkpoints=ckpts, out_table=args.out_dir / "metrics.csv",
                         out_json=args.out_dir / "curves.json", out_showcase=args.out_dir / "showcase.npz",
                         seed=args.seed, sample_seed=tcfg.get("evaluate", {}).get("sample_seed", 0),
-                        time_inference=tcfg.get("evaluate", {}).get("time_inference", True),
-                        timing_examples=tcfg.get("evaluate", {}).get("timing_examples", 256), **common)
+                        timing_examples=tcfg.get("evaluate", {}).get("timing_examples", 256),
+                        timing_repeats=tcfg.get("evaluate", {}).get("timing_repeats", 3), **common)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "predict":
         from l2o.predict import predict_file

@@ -1,15 +1,22 @@
-"""Accuracy against compute: the points of every curve, from one seed's evaluation.
+"""Accuracy against compute: the points of every curve, from one seed's evaluation, and the
+timings behind them.
 
 Compute is measured two ways: the mean number of steps an example runs (the
 model's unit of work), and wall-clock seconds per example on a timing subset of
 the test set (the first ``timing_examples`` examples, in the test set's fixed
-order). The learned stop's seconds come from real early exit
-(:func:`l2o.stopping.inference.predict_early_exit`); a fixed depth ``d`` is timed
-computing that step's output alone; the non-learned rule has no early-exit
-implementation of its own, so its seconds are the fixed-depth seconds at each
-example's stop, averaged (marked as such in the report).
+order and batches). One definition everywhere (the report, the curves, ``bench/``):
 
-Functions here return plain lists and dicts (JSON for ``curves.json``).
+* a fixed depth ``d`` costs what computing that step's output alone costs: ``d`` model steps
+  and the read-out of step ``d`` (:func:`depth_seconds`, all depths from one instrumented pass);
+  depth ``T`` is *the plain model run to T*, the baseline every speed-up is quoted against;
+* the learned stop's seconds come from real early exit
+  (:func:`l2o.stopping.inference.predict_early_exit`), the policy's cost included
+  (:func:`early_exit_seconds`);
+* the non-learned rule has no early-exit implementation of its own, so its seconds are the
+  fixed-depth seconds at each example's stop, averaged (marked as such in the report).
+
+Each timing is the median of ``repeats`` passes after a warm-up pass. Functions here return
+plain lists and dicts (JSON for ``curves.json``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 
 from l2o.metrics import by_condition, ordered_conditions
 from l2o.stopping.inference import predict_early_exit
+from l2o.stopping.rules import first_below
 from l2o.tasks.base import batch_size_of
 
 #: Thresholds of the non-learned rule swept for its curve (relative change of the state).
@@ -56,17 +64,6 @@ def per_step_by_condition(task, out) -> dict[str, list[float]]:
     per_t = [metric_by_condition(task, {k: v[:, t] for k, v in out.components.items()}, out.conditions)
              for t in range(T)]
     return {c: [p[c] for p in per_t] for c in per_t[0]}
-
-
-def first_below(values: np.ndarray, eps: float) -> np.ndarray:
-    """0-based index of the first column whose value is < eps (else the last), per row (N, K) -> (N,).
-
-    >>> first_below(np.array([[0.5, 0.1, 0.01], [0.5, 0.4, 0.3]]), 0.2)
-    array([1, 2])
-    """
-    hit = values < eps
-    hit[:, -1] = True
-    return hit.argmax(axis=1)
 
 
 def rule_curve(task, out, candidates: list[int], depth_seconds: list[float] | None,
@@ -125,43 +122,77 @@ def timing_batches(task, split: str, n_examples: int) -> list[dict]:
     return batches
 
 
-def timed_pass(fn, batches: list) -> float:
-    """Seconds for ``fn(batch)`` over every batch, after ``fn`` ran once on the first (a warm-up:
-    the first call of a shape pays for kernel selection and allocation); no autograd, and a CUDA
-    batch is waited for before each clock reading."""
-    first = batches[0]
-    tensor = next(iter(first.values())) if isinstance(first, dict) else first
-    sync = torch.cuda.synchronize if getattr(tensor, "is_cuda", False) else (lambda: None)
+def _sync_for(batch) -> callable:
+    tensor = next(iter(batch.values())) if isinstance(batch, dict) else batch
+    return torch.cuda.synchronize if getattr(tensor, "is_cuda", False) else (lambda: None)
+
+
+def timed_pass(fn, batches: list, repeats: int = 1) -> float:
+    """Seconds for ``fn(batch)`` over every batch (the median of ``repeats`` passes), after ``fn`` ran
+    once on the first (a warm-up: the first call of a shape pays for kernel selection and
+    allocation); no autograd, and a CUDA batch is waited for before each clock reading."""
+    sync = _sync_for(batches[0])
+    times = []
     with torch.no_grad():
-        fn(first)
-        sync()
-        t0 = time.perf_counter()
+        fn(batches[0])
+        for _ in range(max(int(repeats), 1)):
+            sync()
+            t0 = time.perf_counter()
+            for b in batches:
+                fn(b)
+            sync()
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _examples(batches: list[dict]) -> int:
+    return sum(batch_size_of(b) for b in batches)
+
+
+@torch.no_grad()
+def depth_seconds(task, net, batches: list[dict], repeats: int = 3) -> list[float]:
+    """Seconds per example to compute the output at each fixed depth 1..T alone, (T,), from one
+    instrumented step-wise pass per repeat: the time of steps 1..d plus the read-out at d (the
+    read-outs of other depths not counted). Depth T is the plain model run to T. The median of
+    ``repeats`` passes, after a warm-up pass."""
+    T = net.num_steps
+    sync = _sync_for(batches[0])
+
+    def one_pass() -> np.ndarray:
+        step, read = np.zeros(T), np.zeros(T)
         for b in batches:
-            fn(b)
-        sync()
-        return time.perf_counter() - t0
+            inputs = task.model_inputs(b)
+            sync()
+            t_prev = time.perf_counter()
+            carry = net.init_state(inputs)
+            for t in range(1, T + 1):
+                carry = net.step(t, carry, inputs)
+                sync()
+                t1 = time.perf_counter()
+                net.readout(t, carry, inputs)
+                sync()
+                t2 = time.perf_counter()
+                step[t - 1] += t1 - t_prev
+                read[t - 1] += t2 - t1
+                t_prev = t2
+        return (np.cumsum(step) + read) / _examples(batches)
+
+    one_pass()  # warm-up
+    return [float(v) for v in np.median([one_pass() for _ in range(max(int(repeats), 1))], axis=0)]
 
 
-def _seconds_per_example(fn, batches: list[dict]) -> float:
-    """Wall seconds of ``fn(batch)`` over the batches, per example (after one warm-up call)."""
-    return timed_pass(fn, batches) / sum(batch_size_of(b) for b in batches)
+def early_exit_seconds(task, net, policy, batches: list[dict], candidates: list[int], rule=None,
+                       sample_seed: int | None = None, repeats: int = 3, decide=None) -> float:
+    """Seconds per example of early-exit inference (the median of ``repeats`` passes): with ``rule``
+    (default the paper's), sampled with ``sample_seed``, or stopping where ``decide`` says."""
+    from l2o.stopping.rules import PAPER
 
-
-def depth_seconds(task, net, batches: list[dict]) -> list[float]:
-    """Seconds per example to compute the output at each fixed depth 1..T (that step alone), (T,)."""
-    return [_seconds_per_example(lambda b, d=d: net(task.model_inputs(b), [d]), batches)
-            for d in range(1, net.num_steps + 1)]
-
-
-def early_exit_seconds(task, net, policy, batches: list[dict], candidates: list[int],
-                       sample_seed: int | None = None) -> float:
-    """Seconds per example of early-exit inference (deterministic, or sampled with ``sample_seed``)."""
     def run(b):
         uniforms = None
         if sample_seed is not None:
             gen = torch.Generator().manual_seed(sample_seed)
             uniforms = torch.rand((batch_size_of(b), len(candidates)), generator=gen).to(
                 next(iter(b.values())).device)
-        predict_early_exit(task, net, policy, b, candidates, uniforms)
+        predict_early_exit(task, net, policy, b, candidates, uniforms, rule or PAPER, decide)
 
-    return _seconds_per_example(run, batches)
+    return timed_pass(run, batches, repeats) / _examples(batches)

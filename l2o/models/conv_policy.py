@@ -98,4 +98,4 @@ class ConvStopPolicy(nn.Module):
         return self.out(h).squeeze(-1)
 
     def describe(self) -> dict:
-        return asdict(self.config)
+        return {"kind": "paper", **asdict(self.config)}

@@ -139,6 +139,16 @@ class DnCNN(StepModel):
         """T = layers - 1."""
         return self.config.layers - 1
 
+    @property
+    def summary_size(self) -> int:
+        """F = C: the channel means of the trunk features (:meth:`summarize`)."""
+        return self.config.channels
+
+    def summarize(self, t: int, carry: Tensor, noisy: Tensor) -> Tensor:
+        """The trunk features ``f_t`` pooled over the image, one mean per channel:
+        (B, C, H, W) -> (B, C). A read of ``f_t`` (no convolution): cheap next to a trunk step."""
+        return carry.mean(dim=(-2, -1))
+
     def init_state(self, noisy: Tensor) -> Tensor:
         """The carry before step 1: the input itself, (B, c, H, W)."""
         return noisy
@@ -162,8 +172,9 @@ class DnCNN(StepModel):
         out = self.final if t == self.num_steps else self.heads[t - 1]
         return noisy - out(carry)
 
-    def forward(self, noisy: Tensor, steps: list[int] | None = None) -> Tensor:
-        """Estimates at ``steps``: (B, c, H, W) -> (K, B, c, H, W), not clamped.
+    def forward(self, noisy: Tensor, steps: list[int] | None = None, summaries: bool = False):
+        """Estimates at ``steps``: (B, c, H, W) -> (K, B, c, H, W), not clamped; with ``summaries``
+        also the pooled trunk features (K, B, C) (:meth:`summarize`).
 
         The trunk runs only up to ``max(steps)`` and only the heads asked for are applied
         (:meth:`StepModel.forward`). ``steps``: 1-based, strictly increasing; None = all T.
@@ -171,7 +182,7 @@ class DnCNN(StepModel):
         if steps is not None:
             for t in steps:
                 self._check_step(int(t))
-        return super().forward(noisy, steps)
+        return super().forward(noisy, steps, summaries)
 
     def trunk_parameters(self) -> Iterator[nn.Parameter]:
         """``m_1 .. m_D`` (the plain DnCNN, including the final conv)."""

@@ -73,6 +73,7 @@ class LISTA(nn.Module):
     """
 
     fused: bool = True  # use the hand-written forward/backward where it applies (see forward)
+    summary_size = 0  # no step summaries: a policy reads the iterate itself (the carry)
 
     def __init__(self, config: LISTAConfig, A: Tensor | None = None):
         super().__init__()
@@ -108,15 +109,27 @@ class LISTA(nn.Module):
         return smooth_soft_threshold(v, theta, self.config.smooth_sharpness)
 
     def init_state(self, y: Tensor) -> Tensor:
-        """``x_0 = 0``, (B, n)."""
+        """``x_0 = 0``, (B, n). Without autograd, also decides (one check per batch) whether
+        :meth:`step` may run the in-place kernel of the fused forward (exact threshold, every
+        ``theta >= 0``)."""
+        if not torch.is_grad_enabled():
+            self._inplace = self.config.soft_threshold == "exact" and bool((self.theta >= 0).all())
         return y.new_zeros(y.shape[0], self.config.n)
 
     def step(self, t: int, x: Tensor, y: Tensor, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """One layer: (B, n), (B, m) -> (B, n); ``t`` is 1-based.
 
         ``weights`` = (W1_t, W2_t) when the caller has already split them (see :meth:`forward`).
+        Without autograd (after :meth:`init_state`) this is the fused forward's step: two
+        GEMMs into one buffer and the threshold in place (early exit runs what step T costs).
         """
         w1, w2 = weights if weights is not None else (self.W1[t - 1], self.W2[t - 1])
+        if not torch.is_grad_enabled() and getattr(self, "_inplace", False):
+            v = torch.mm(y, w1.T)
+            if t > 1:
+                v.addmm_(x, w2.T)
+            th = self.theta[t - 1]
+            return v.sub_(torch.clamp(v, min=-th, max=th))
         v = y @ w1.T
         if t > 1:  # x_0 = 0 contributes nothing
             v = torch.addmm(v, x, w2.T)
@@ -126,7 +139,8 @@ class LISTA(nn.Module):
         """The state after step ``t`` is the iterate itself, (B, n)."""
         return x
 
-    def forward(self, y: Tensor, steps: list[int] | None = None, num_steps: int | None = None) -> Tensor:
+    def forward(self, y: Tensor, steps: list[int] | None = None, num_steps: int | None = None,
+                summaries: bool = False) -> Tensor:
         """Iterates at ``steps`` (1-based, increasing; default all): (B, m) -> (K, B, n).
 
         ``num_steps`` is the older spelling of ``steps = 1..num_steps``. With the exact
@@ -136,6 +150,8 @@ class LISTA(nn.Module):
         by step under autograd (:meth:`forward_stepwise`). Nothing past ``max(steps)``
         is computed.
         """
+        if summaries:
+            raise ValueError("LISTA has no step summaries: its states are its carry (summary_size = 0)")
         if steps is None and num_steps is not None:
             steps = list(range(1, num_steps + 1))
         steps = check_steps(steps, self.num_steps)

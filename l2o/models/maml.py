@@ -31,12 +31,14 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from l2o.models.meta_nets import MetaNetConfig, build_meta_net
 from l2o.models.step_model import StepModel
 
 LOSSES = ("ce", "mse")
+#: width of the step summaries a MAML carry holds after its state (:meth:`MAML.summarize`)
+SUMMARY_SIZE = 3
 
 
 def per_example_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
@@ -90,6 +92,9 @@ class MAMLConfig:
         many times their norm plus one (L2) marks the task diverged (:meth:`MAML.step`): SGD
         is blowing up, and parameters that grow on would overflow float32 in the backward pass
         long before they turn non-finite themselves.
+    :param float max_growth: also marks a task diverged when its parameters have moved from
+        ``theta_0`` by more than this many times ``|theta_0| + 1``: SGD that blows up gradually,
+        each step under the step-length bound (None: no such bound).
     :param str loss: ``ce`` (classification, long labels) or ``mse`` (regression).
     """
 
@@ -99,6 +104,7 @@ class MAMLConfig:
     first_order: bool = False
     loss: str = "ce"
     max_step_ratio: float = 10.0
+    max_growth: float | None = None
 
     def __post_init__(self):
         net = dict(self.net)
@@ -117,6 +123,8 @@ class MAMLConfig:
             raise ValueError(f"model.max_step_ratio must be > 0, got {self.max_step_ratio}")
         if self.loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.max_growth is not None and not (math.isfinite(self.max_growth) and self.max_growth > 0):
+            raise ValueError(f"model.max_growth must be > 0 (or null: no bound), got {self.max_growth}")
 
 
 class MAML(StepModel):
@@ -137,10 +145,11 @@ class MAML(StepModel):
 
     Step-wise use::
 
-        theta = model.init_state(inputs)             # (B, P + 1), theta_0 per task, flag 0
+        carry = model.init_state(inputs)             # (B, P + 4): theta_0 per task, flag 0, summaries
         for t in range(1, model.num_steps + 1):
-            theta = model.step(t, theta, inputs)     # (B, P + 1), theta_t
-            logits = model.predict(theta, qx)        # (B, Q, out)
+            carry = model.step(t, carry, inputs)     # (B, P + 4), theta_t ...
+            state = model.readout(t, carry, inputs)  # (B, P + 1): theta_t and the flag
+            logits = model.predict(state, qx)        # (B, Q, out)
 
     ``step`` works under ``torch.no_grad()`` too (``torch.func.grad`` ignores an outer
     no_grad): evaluation adapts without building the meta-gradient graph.
@@ -199,17 +208,21 @@ class MAML(StepModel):
     # -- the step-wise protocol -------------------------------------------------------------
 
     def init_state(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """``theta_0`` flattened and repeated per task, with a clear divergence flag: (B, P + 1),
-        differentiable w.r.t. theta_0 (see :meth:`step` for the flag)."""
+        """The carry before step 1: ``theta_0`` flattened and repeated per task, a clear divergence
+        flag and room for the step's summaries: (B, P + 1 + 3), differentiable w.r.t. theta_0
+        (see :meth:`step` for the flag, :meth:`summarize` for the summaries)."""
         B = inputs["support_x"].shape[0]
         theta0 = self.flat()
-        flag = theta0.new_zeros(B, 1)
-        return torch.cat([theta0.unsqueeze(0).expand(B, theta0.shape[0]), flag], dim=-1)
+        extra = theta0.new_zeros(B, 1 + SUMMARY_SIZE)
+        return torch.cat([theta0.unsqueeze(0).expand(B, theta0.shape[0]), extra], dim=-1)
 
     @property
     def state_size(self) -> int:
         """Width of a state: the P parameters and the divergence flag."""
         return self.num_params + 1
+
+    #: the step's summaries (:meth:`summarize`): support loss before the step, gradient norm, first support loss
+    summary_size = 3
 
     def params(self, states: Tensor) -> Tensor:
         """The adapted parameters of states (..., P + 1) -> (..., P) (a view)."""
@@ -220,8 +233,19 @@ class MAML(StepModel):
             )
         return states[..., : self.num_params]
 
+    def readout(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The state after step ``t``: the adapted parameters and the flag, (B, P + 1) (a view of the carry)."""
+        return carry[..., : self.state_size]
+
+    def summarize(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """What step ``t`` computed on its way, (B, 3): the support loss at ``theta_{t-1}`` (the
+        point the step's gradient was taken at), the norm of that gradient, and the support loss at
+        ``theta_0``. No extra forward pass: a cheap stop policy reads these (the support loss at
+        ``theta_t`` itself would cost one)."""
+        return carry[..., self.state_size:]
+
     def step(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
-        """One inner SGD step for every task: (B, P + 1) -> (B, P + 1); 1-based ``t``.
+        """One inner SGD step for every task: carry (B, P + 4) -> (B, P + 4); 1-based ``t``.
 
         .. math:: \\theta_t = \\theta_{t-1} - \\alpha \\nabla_\\theta L^{support}(\\theta_{t-1})
 
@@ -229,9 +253,10 @@ class MAML(StepModel):
         ``first_order``: the gradient is computed from a detached carry (no graph is built
         for it) and only the identity path ``theta_t = theta_{t-1} - ...`` is kept.
 
-        The last column is a divergence flag (0 or 1). A task whose step diverges (a non-finite
-        parameter, or a step longer than ``max_step_ratio`` times the parameters' norm plus one)
-        keeps its previous parameters, exactly, and its flag is set for this and
+        Column P is a divergence flag (0 or 1). A task whose step diverges (a non-finite
+        parameter, a step longer than ``max_step_ratio`` times the parameters' norm plus one, or
+        parameters that have moved from ``theta_0`` by more than ``max_growth`` times its norm plus
+        one) keeps its previous parameters, exactly, and its flag is set for this and
         every later step; from then on its support gradient is taken at a harmless point off
         the graph, and the step that diverged is recomputed that way. No non-finite value
         enters the graph: backward would multiply it by a zero upstream gradient, and the
@@ -239,20 +264,24 @@ class MAML(StepModel):
         The step is rejected, as a safeguarded SGD would: the task stops adapting where it was
         (plain MAML would give NaN for the whole batch). :meth:`diverged` reads the flag; the
         report counts such tasks. (The flag is explicit: a converged task's update can round
-        to nothing in float32, so a repeated state is no sign of divergence.)
+        to nothing in float32, so a repeated state is no sign of divergence.) The last three
+        columns receive the step's summaries (:meth:`summarize`).
 
         :raises FloatingPointError: when every task of the batch diverged (the inner lr is too large).
         """
         self._check_step(t)
-        theta, flag = self.params(carry), carry[..., self.num_params :]
+        P = self.num_params
+        theta, flag, extra = carry[..., :P], carry[..., P:P + 1], carry[..., P + 1:]
         x, y = inputs["support_x"], inputs["support_y"]
         mask = inputs.get("support_mask")
         if mask is not None and bool((mask == 1).all()):
             mask = None  # no padding in this batch: plain means, no masking work
         source = theta.detach() if self.config.first_order else theta
         active = flag == 0  # (B, 1)
-        new = theta - self.config.inner_lr * self._support_grads(source, active, x, y, mask)
-        fine = self._fine(theta, new) & active  # (B, 1)
+        grads, loss = self._support_grads(source, active, x, y, mask)
+        new = theta - self.config.inner_lr * grads
+        theta0 = self.flat() if self.config.max_growth else None
+        fine = self._fine(theta, new, theta0) & active  # (B, 1)
         if not bool(fine.all()):
             if not bool(fine.any()):
                 raise FloatingPointError(
@@ -262,24 +291,36 @@ class MAML(StepModel):
             if bool((active & ~fine).any()):  # a task diverged at this step: recompute without it, so
                 # that no non-finite value is in the graph (backward would turn 0 * inf into NaN in
                 # the shared parameters' gradient, i.e. for every task)
-                new = theta - self.config.inner_lr * self._support_grads(source, fine, x, y, mask)
+                grads, loss = self._support_grads(source, fine, x, y, mask)
+                new = theta - self.config.inner_lr * grads
             new = torch.where(fine, new, theta)
-        return torch.cat([new, torch.where(fine, flag, torch.ones_like(flag))], dim=-1)
+        with torch.no_grad():  # the summaries: statistics for a policy, no gradient to theta_0
+            stats = torch.stack([loss.detach(), grads.detach().norm(dim=-1)], dim=-1)
+            first = stats[:, :1] if t == 1 else extra[:, 2:3]
+            summary = torch.where(fine, torch.cat([stats, first], dim=-1), extra)
+        return torch.cat([new, torch.where(fine, flag, torch.ones_like(flag)), summary], dim=-1)
 
-    def _fine(self, theta: Tensor, new: Tensor) -> Tensor:
-        """(B, 1) bool: the step from ``theta`` to ``new`` (B, P) is finite and not blowing up."""
+    def _fine(self, theta: Tensor, new: Tensor, theta0: Tensor | None = None) -> Tensor:
+        """(B, 1) bool: the step from ``theta`` to ``new`` (B, P) is finite and not blowing up
+        (step length; with ``theta0`` (P,) also the distance travelled from it, ``max_growth``)."""
         with torch.no_grad():
             step = (new - theta).norm(dim=-1, keepdim=True)
             bound = self.config.max_step_ratio * (theta.norm(dim=-1, keepdim=True) + 1.0)
-            return torch.isfinite(new).all(dim=-1, keepdim=True) & (step <= bound)
+            ok = torch.isfinite(new).all(dim=-1, keepdim=True) & (step <= bound)
+            if theta0 is not None:
+                travelled = (new - theta0).norm(dim=-1, keepdim=True)
+                ok &= travelled <= self.config.max_growth * (theta0.norm() + 1.0)
+            return ok
 
-    def _support_grads(self, theta: Tensor, keep: Tensor, x: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
-        """Support-loss gradients of every task, (B, P); the rows where ``keep`` (B, 1) is False
-        are taken at zero parameters instead, off the graph (a harmless point: finite values)."""
+    def _support_grads(self, theta: Tensor, keep: Tensor, x: Tensor, y: Tensor,
+                       mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Support-loss gradients and losses of every task, (B, P) and (B,); the rows where ``keep``
+        (B, 1) is False are taken at zero parameters instead, off the graph (a harmless point:
+        finite values)."""
         if not bool(keep.all()):
             theta = torch.where(keep, theta, torch.zeros_like(theta))
         in_dims = (0, 0, 0, None if mask is None else 0)
-        return vmap(grad(self._support_loss), in_dims=in_dims)(theta, x, y, mask)
+        return vmap(grad_and_value(self._support_loss), in_dims=in_dims)(theta, x, y, mask)
 
     def diverged(self, states: Tensor) -> Tensor:
         """Which tasks' inner loop had diverged by each state: (..., B, P + 1) -> (..., B) bool.
@@ -288,17 +329,14 @@ class MAML(StepModel):
         self.params(states)  # checks the width
         return states[..., self.num_params] > 0
 
-    def readout(self, t: int, carry: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
-        """The state at step ``t`` is the carry itself: adapted parameters and flag, (B, P + 1)."""
-        return carry
-
-    def forward(self, inputs: Mapping[str, Tensor], steps: list[int] | None = None) -> Tensor:
+    def forward(self, inputs: Mapping[str, Tensor], steps: list[int] | None = None, summaries: bool = False):
         """States at ``steps`` (1-based, increasing; None = all T): (K, B, P + 1), the adapted
-        parameters and the divergence flag (:meth:`params`, :meth:`diverged`).
+        parameters and the divergence flag (:meth:`params`, :meth:`diverged`); with ``summaries``
+        also the step summaries (K, B, 3) (:meth:`summarize`).
 
         Nothing after ``max(steps)`` is computed.
         """
-        return super().forward(inputs, steps)
+        return super().forward(inputs, steps, summaries)
 
     # -- evaluating adapted parameters ------------------------------------------------------
 
@@ -316,6 +354,14 @@ class MAML(StepModel):
     def features(self, states: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """The net's penultimate features, like :meth:`predict`: (..., B, N, D)."""
         return self._map_tasks(self._features, states, x, mask)
+
+    def head_outputs(self, states: Tensor, features: Tensor) -> Tensor:
+        """The net's outputs from its penultimate features, through each task's adapted linear head:
+        states (..., B, P + 1), features (..., B, N, D) -> (..., B, N, out). Equals :meth:`predict` on
+        the inputs the features came from, without running the body again."""
+        params = self.unflat(self.params(states))
+        weight, bias = params["head.weight"], params["head.bias"]  # (..., B, out, D), (..., B, out)
+        return torch.einsum("...nd,...od->...no", features, weight) + bias.unsqueeze(-2)
 
     def task_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean loss per task: outputs (..., B, N, out), targets (B, N[, out]) -> (..., B).

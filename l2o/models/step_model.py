@@ -10,7 +10,12 @@ gradient step). It exposes:
 * ``readout(t, carry, inputs) -> state`` -- the prediction after step ``t``
   (B, ...), what the per-step loss and the policy see;
 * ``forward(inputs, steps=None) -> (K, B, ...)`` -- the states at ``steps``
-  (all ``T`` by default), computing nothing past ``max(steps)``.
+  (all ``T`` by default), computing nothing past ``max(steps)``;
+* optionally ``summary_size`` (F > 0) and ``summarize(t, carry, inputs) -> (B, F)`` --
+  cheap statistics of the carry after step ``t`` that the step produces anyway (pooled
+  features, the support loss of an inner step), for stop policies that must cost little
+  next to a step; ``forward(inputs, steps, summaries=True)`` then also returns them,
+  ``(K, B, F)``.
 
 The carry holds one row per example (a tensor, or a tuple/dict of tensors with
 the batch first), so early-exit inference can drop the examples that stopped
@@ -58,6 +63,8 @@ class StepModel(nn.Module):
     :meth:`init_state`, :meth:`step` and, if the state is not the carry, :meth:`readout`."""
 
     num_steps: int
+    #: F, the width of :meth:`summarize`'s statistics (0: the model has none)
+    summary_size: int = 0
 
     def init_state(self, inputs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -69,14 +76,22 @@ class StepModel(nn.Module):
         """The state after step ``t``; by default the carry itself."""
         return carry
 
-    def forward(self, inputs: Any, steps: list[int] | None = None) -> Tensor:
-        """States at ``steps`` (1-based, increasing; None = all): (K, B, ...)."""
+    def summarize(self, t: int, carry: Any, inputs: Any) -> Tensor:
+        """Statistics of the carry after step ``t`` for a cheap stop policy, (B, F)."""
+        raise NotImplementedError(f"{type(self).__name__} has no step summaries (summary_size = 0)")
+
+    def forward(self, inputs: Any, steps: list[int] | None = None, summaries: bool = False):
+        """States at ``steps`` (1-based, increasing; None = all): (K, B, ...); with ``summaries``
+        the pair ``(states, summaries (K, B, F))``."""
         steps = check_steps(steps, self.num_steps)
         wanted = set(steps)
         carry = self.init_state(inputs)
-        out = []
+        out, summ = [], []
         for t in range(1, steps[-1] + 1):
             carry = self.step(t, carry, inputs)
             if t in wanted:
                 out.append(self.readout(t, carry, inputs))
-        return torch.stack(out)
+                if summaries:
+                    summ.append(self.summarize(t, carry, inputs))
+        states = torch.stack(out)
+        return (states, torch.stack(summ)) if summaries else states

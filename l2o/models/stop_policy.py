@@ -50,4 +50,7 @@ class StopPolicy(nn.Module):
         return self.net[1:](first_layer_output).squeeze(-1)
 
     def describe(self) -> dict:
-        return asdict(self.config)
+        """The constructor arguments (what a checkpoint stores), with the task's policy ``kind`` when the
+        task set one (the task rebuilds the policy from them)."""
+        kind = getattr(self, "kind", None)
+        return {**({"kind": kind} if kind else {}), **asdict(self.config)}

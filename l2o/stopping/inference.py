@@ -1,41 +1,43 @@
-"""Sequential stopping at inference time.
+"""Sequential stopping at inference time: early exit.
 
-After each candidate step the policy gives ``pi_t``; an example stops at the
-first step where ``pi_t > 0.5`` (deterministic) or where a uniform draw falls
-below ``pi_t`` (sampled); at the last step it stops anyway.
+After each candidate step the policy gives ``pi_t``; an example stops where the rule says
+(:mod:`l2o.stopping.rules`: the paper's ``pi_t > 0.5``, the median of ``q_phi``, a tuned
+threshold) or where a uniform draw falls below ``pi_t`` (sampled); at the last step it stops
+anyway.
 
-Two paths give the same answer: :func:`stop_index` works on logits for all
-steps (the compute-everything path used for analysis), and
-:func:`predict_early_exit` runs each example only up to its own stop, dropping
-stopped examples from the batch, so that stopping really saves compute.
+Two paths give the same answer: :func:`~l2o.stopping.rules.stop_index` works on the logits of
+every candidate (the compute-everything path used for analysis), and
+:func:`predict_early_exit` runs each example only up to its own stop, dropping stopped examples
+from the batch, so that stopping really saves compute. What early exit spends besides the
+model's steps: the policy at each candidate for the examples still running (on the model's
+step summaries, or on each candidate's state when the policy reads states), the state read out
+only for the examples that stop there (unless the policy reads states anyway), one host sync
+per candidate (how many stop), and the rows of the carry, the inputs and the policy's
+per-example context copied when examples leave.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from l2o.models.step_model import take_rows
+from l2o.stopping.rules import PAPER, StopRule, stop_index  # noqa: F401  (stop_index re-exported)
 from l2o.tasks.base import StoppingTask, batch_size_of
 
+#: ``decide(k, rows, logits) -> stop (b,) bool`` at the k-th candidate (0-based) for the examples
+#: ``rows`` (b,) (their positions in the batch) with their logits (b,): a replacement of the rule
+#: (benchmarks stop examples at controlled steps while the policy still runs)
+Decide = Callable[[int, Tensor, Tensor], Tensor]
 
-def stop_index(stop_logits: Tensor, uniforms: Tensor | None = None) -> Tensor:
-    """Index of the stop among K candidate steps, (B, K) -> (B,) long.
 
-    :param Tensor stop_logits: (B, K) stop logits; the last column is ignored.
-    :param Tensor uniforms: (B, K) U(0,1) draws for sampled stopping; None for
-        the deterministic ``pi > 0.5`` rule.
-
-    >>> stop_index(torch.tensor([[-1.0, 2.0, -3.0], [-1.0, -1.0, -1.0]]))
-    tensor([1, 2])
-    """
-    if uniforms is None:
-        stop = stop_logits > 0.0
-    else:
-        stop = uniforms < torch.sigmoid(stop_logits)
-    stop = stop.clone()
-    stop[:, -1] = True
-    return stop.float().argmax(dim=1)  # first True
+def check_candidates(candidate_steps: list[int], T: int) -> None:
+    if candidate_steps[-1] != T:
+        raise ValueError(f"the last candidate step must be T={T}, got {candidate_steps}")
+    if any(a >= b for a, b in zip(candidate_steps[:-1], candidate_steps[1:])):
+        raise ValueError(f"candidate steps must increase, got {candidate_steps}")
 
 
 @torch.no_grad()
@@ -46,6 +48,8 @@ def predict_early_exit(
     batch: dict[str, Tensor],
     candidate_steps: list[int],
     uniforms: Tensor | None = None,
+    rule: StopRule = PAPER,
+    decide: Decide | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run each example until it stops; stopped examples leave the batch.
 
@@ -55,47 +59,58 @@ def predict_early_exit(
 
     :param batch: a batch of the task (label not needed).
     :param list candidate_steps: K increasing 1-based steps, the last = T.
-    :param Tensor uniforms: (B, K) draws for sampled stopping, or None.
+    :param Tensor uniforms: (B, K) draws for sampled stopping, or None (the rule decides).
+    :param StopRule rule: the deterministic rule (default: the paper's ``pi > 0.5``).
+    :param decide: replaces the rule (see :data:`Decide`); the policy still runs.
     :return: ``(prediction (B, ...), stop_step (B,) 1-based)``: the state at each example's stop.
     """
     T = model.num_steps
-    if candidate_steps[-1] != T:
-        raise ValueError(f"the last candidate step must be T={T}, got {candidate_steps}")
-    if any(a >= b for a, b in zip(candidate_steps[:-1], candidate_steps[1:])):
-        raise ValueError(f"candidate steps must increase, got {candidate_steps}")
-    sub = batch
-    inputs = task.model_inputs(sub)
+    check_candidates(candidate_steps, T)
+    fn = task.stop_logit_fn(policy)
+    inputs = task.model_inputs(batch)
+    ctx = fn.context(batch)
     B = batch_size_of(batch)
     device = next(iter(batch.values())).device
-    active = torch.arange(B, device=device)
+    rows = torch.arange(B, device=device)  # the batch position of each active example
+    stop_step = torch.full((B,), T, dtype=torch.long, device=device)
+    log_survival = torch.zeros(B, device=device, dtype=torch.float64) if rule.kind == "median" else None
     carry = model.init_state(inputs)
     out = None
-    stop_step = torch.full((B,), T, dtype=torch.long, device=device)
-    cand_pos = {t: k for k, t in enumerate(candidate_steps)}
-    stop_logits = task.stop_logit_fn(policy)
+    k = 0  # the next candidate
     for t in range(1, T + 1):
         carry = model.step(t, carry, inputs)
-        if t != T and t not in cand_pos:
+        if t != candidate_steps[k]:
             continue
-        state = model.readout(t, carry, inputs)
-        if out is None:
-            out = state.new_zeros((B, *state.shape[1:]))
         if t == T:
             break
-        steps = torch.tensor([t], device=device)
-        logits = stop_logits(sub, state.unsqueeze(0), steps, T)[0]  # (b,)
-        if uniforms is None:
-            stop = logits > 0.0
+        state = model.readout(t, carry, inputs) if fn.reads_states else None
+        summary = model.summarize(t, carry, inputs).unsqueeze(0) if fn.reads_summaries else None
+        steps = torch.full((1,), t, device=device)
+        logits = fn.logits(ctx, None if state is None else state.unsqueeze(0), steps, T, summary)[0]  # (b,)
+        if uniforms is not None:
+            stop = uniforms[rows, k] < torch.sigmoid(logits)
+        elif decide is not None:
+            stop = decide(k, rows, logits)
         else:
-            stop = uniforms[active, cand_pos[t]] < torch.sigmoid(logits)
-        if stop.any():
-            out[active[stop]] = state[stop]
-            stop_step[active[stop]] = t
-            keep = ~stop
-            if not keep.any():
-                return out, stop_step
-            active, carry = active[keep], take_rows(carry, keep)
-            sub = task.select(sub, keep)
-            inputs = task.model_inputs(sub)
-    out[active] = state
+            stop, log_survival = rule.stops(logits, log_survival)
+        k += 1
+        n_stop = int(stop.sum())  # the one host sync of this candidate
+        if n_stop == 0:
+            continue
+        leaving = rows[stop]
+        here = state[stop] if state is not None else model.readout(t, take_rows(carry, stop), take_rows(inputs, stop))
+        if out is None:
+            out = here.new_empty((B, *here.shape[1:]))
+        out[leaving] = here
+        stop_step[leaving] = t
+        if n_stop == len(rows):
+            return out, stop_step
+        keep = ~stop
+        rows, carry, inputs, ctx = rows[keep], take_rows(carry, keep), take_rows(inputs, keep), take_rows(ctx, keep)
+        if log_survival is not None:
+            log_survival = log_survival[keep]
+    last = model.readout(T, carry, inputs)
+    if out is None:
+        out = last.new_empty((B, *last.shape[1:]))
+    out[rows] = last
     return out, stop_step

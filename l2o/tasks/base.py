@@ -30,6 +30,57 @@ import torch
 from torch import Tensor, nn
 
 
+class StopLogits:
+    """A task's stop policy as stop logits, for every path that needs them: Stage II and joint
+    training, the compute-everything evaluation (:func:`l2o.outputs.collect`) and early exit
+    (:func:`l2o.stopping.inference.predict_early_exit`).
+
+    ``logits(context(batch), states (K, B, ...), steps (K,), T, summaries (K, B, F) or None)``
+    gives (K, B); calling the object does both for one batch. :meth:`context` holds the
+    per-example terms computed once per batch (rows first: early exit drops the rows of the
+    examples that stopped, with :func:`~l2o.models.step_model.take_rows`).
+
+    Class attributes say what the logits read, so that early exit computes no more:
+    ``reads_states`` -- each candidate's state (early exit then reads out every active example at
+    each candidate; otherwise only those that stop), ``reads_summaries`` -- the model's step
+    summaries (:meth:`l2o.models.step_model.StepModel.summarize`).
+    """
+
+    reads_states: bool = True
+    reads_summaries: bool = False
+
+    def context(self, batch: dict[str, Tensor]) -> Any:
+        """Per-example terms of a batch, rows first (default: the batch itself)."""
+        return batch
+
+    def logits(self, ctx: Any, states: Tensor | None, steps: Tensor, num_steps: int,
+               summaries: Tensor | None = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, Tensor], states: Tensor | None, steps: Tensor, num_steps: int,
+                 summaries: Tensor | None = None) -> Tensor:
+        return self.logits(self.context(batch), states, steps, num_steps, summaries)
+
+
+class FeatureLogits(StopLogits):
+    """The plain way: ``policy(features(batch, states, steps, T))`` (the task's
+    :meth:`StoppingTask.policy_features`); the context is the batch."""
+
+    def __init__(self, policy: nn.Module, features):
+        self.policy, self.features = policy, features
+
+    def logits(self, ctx, states, steps, num_steps, summaries=None):
+        return self.policy(self.features(ctx, states, steps, num_steps))
+
+
+def model_outputs(net: nn.Module, inputs: Any, steps: list[int] | None, logits: StopLogits | None):
+    """``(states (K, B, ...), summaries (K, B, F) or None)`` of ``net`` at ``steps``, with the step
+    summaries only when ``logits`` reads them."""
+    if logits is not None and logits.reads_summaries:
+        return net(inputs, steps, summaries=True)
+    return net(inputs, steps), None
+
+
 def select_rows(batch: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
     """Rows ``index`` of every tensor of a batch."""
     return {k: v[index] for k, v in batch.items()}
@@ -135,19 +186,27 @@ class StoppingTask(ABC):
     def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Per-step loss ``l_t`` against the label: states (K, B, ...) -> (B, K)."""
 
+    def oracle_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """What the oracle ``q*`` of Stage II (and the candidate steps) is built from, (B, K): by default
+        :meth:`step_losses`. A task that knows a less noisy measure of each step's quality (the
+        noise-free error of a regression task) returns it here."""
+        return self.step_losses(states, batch)
+
     @abstractmethod
     def policy_features(self, batch: dict[str, Tensor], states: Tensor, steps: Tensor, num_steps: int) -> Any:
         """The policy's input (no label) for states (K, B, ...) at 1-based ``steps`` (K,)."""
 
-    def stop_logit_fn(self, policy: nn.Module):
-        """A function ``(batch, states (K, B, ...), steps (K,), num_steps) -> stop logits (K, B)``.
+    def stop_logit_fn(self, policy: nn.Module) -> StopLogits:
+        """The policy as a :class:`StopLogits`: ``fn(batch, states (K, B, ...), steps (K,), num_steps,
+        summaries=None) -> stop logits (K, B)``, with ``fn.context`` / ``fn.logits`` for early exit.
 
         The default runs ``policy`` on :meth:`policy_features`. A task may return
-        something cheaper that gives the same values (see the sparse-recovery task);
-        whatever it precomputes from the policy's weights is computed here, so call
-        this again after the weights change (once per training iteration).
+        something cheaper that gives the same values (see the sparse-recovery task), or a
+        policy that reads the model's step summaries; whatever it precomputes from the
+        policy's weights is computed here, so call this again after the weights change
+        (once per training iteration).
         """
-        return lambda batch, states, steps, num_steps: policy(self.policy_features(batch, states, steps, num_steps))
+        return FeatureLogits(policy, self.policy_features)
 
     @abstractmethod
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
@@ -164,6 +223,23 @@ class StoppingTask(ABC):
         ``weights`` (N,) weight the examples (the q-weighted per-step curves of
         the report). The headline metric :attr:`metric` is always among the keys.
         """
+
+    def honest_oracle(self, components: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """An oracle that chooses each example's step on data it is not scored on: metric components
+        at the chosen steps ``{name: (N,)}`` from the components of every step ``{name: (N, T)}``
+        (:meth:`step_metrics` with ``full``), or None when the task has none (the report then shows
+        the optimistic oracle alone, labelled). Cross-fitting helpers: :mod:`l2o.stopping.rules`."""
+        return None
+
+    def influence(self, components: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Each example's share of the headline metric to first order, (N,): the metric of a set is
+        ``mean(influence) + const`` for small changes. By default the per-example component named
+        like the metric when there is one (the metric is its mean: PSNR, accuracy, MSE), else None
+        (paired intervals then use the jackknife); a task whose metric is not a mean of such a
+        component (NMSE, a ratio of means) overrides this. See :mod:`l2o.paired`."""
+        if self.metric not in components:
+            return None
+        return np.asarray(components[self.metric], dtype=np.float64)
 
     @abstractmethod
     def conditions(self, batch: dict[str, Tensor]) -> np.ndarray:

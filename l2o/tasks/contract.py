@@ -11,8 +11,10 @@ the stages, the evaluation and early-exit inference rely on:
 * stop logits are (K, B) and the oracle built from the losses sums to one;
 * metric components are (B, T), the summary holds the task's headline metric,
   conditions are one per example;
-* early exit stops every example where the compute-everything path does, and
-  predicts the state it would have read there.
+* a model with step summaries gives the same ones step-wise as from ``forward(summaries=True)``;
+* early exit stops every example where the compute-everything path does (under the paper's
+  rule and under the median rule), with a mix of stop steps actually present, and predicts
+  the state it would have read there.
 
 ``python -m l2o.tasks.contract --config config.yaml --task <name>`` runs it
 on a task's section of a config file (use a small one).
@@ -30,9 +32,10 @@ import numpy as np
 import torch
 
 from l2o.stopping.distribution import stop_log_distribution
-from l2o.stopping.inference import predict_early_exit, stop_index
+from l2o.stopping.inference import predict_early_exit
 from l2o.stopping.oracle import oracle_distribution
-from l2o.tasks.base import batch_size_of
+from l2o.stopping.rules import MEDIAN, PAPER, stop_index
+from l2o.tasks.base import batch_size_of, model_outputs
 from l2o.tasks.registry import load_task, task_class
 
 
@@ -77,10 +80,14 @@ def check_task(name: str, section: dict, workdir: Path, batch_size: int = 4) -> 
         _check(torch.allclose(net(inputs, some), states[[s - 1 for s in some]], atol=1e-5),
                "forward(steps=...) must equal the matching rows of forward()")
         carry = net.init_state(inputs)
+        summaries = net(inputs, summaries=True)[1] if getattr(net, "summary_size", 0) else None
         for t in range(1, T + 1):
             carry = net.step(t, carry, inputs)
             _check(torch.allclose(net.readout(t, carry, inputs), states[t - 1], atol=1e-5),
                    f"the step-wise protocol must give forward()'s state at step {t}")
+            if summaries is not None:
+                _check(torch.allclose(net.summarize(t, carry, inputs), summaries[t - 1], atol=1e-5),
+                       f"the step-wise summaries must equal forward(summaries=True)'s at step {t}")
 
     trainee = copy.deepcopy(net).train()  # train mode moves BatchNorm statistics: keep `net` as it was
     losses = task.step_losses(trainee(inputs), batch)
@@ -97,8 +104,9 @@ def check_task(name: str, section: dict, workdir: Path, batch_size: int = 4) -> 
     policy = task.build_policy(task.policy_args(policy_section)).eval()
     candidates = list(range(1, T + 1))
     steps = torch.tensor(candidates)
+    fn = task.stop_logit_fn(policy)
     with torch.no_grad():
-        logits = task.stop_logit_fn(policy)(batch, states, steps, T)
+        logits = fn(batch, states, steps, T, summaries)
     _check(tuple(logits.shape) == (T, B), f"stop logits must be (K, B) = ({T}, {B}), got {tuple(logits.shape)}")
     qp = stop_log_distribution(logits.T.double()).exp()
     _check(torch.allclose(qp.sum(dim=1), torch.ones(B, dtype=torch.float64)), "q_phi must sum to one")
@@ -112,24 +120,51 @@ def check_task(name: str, section: dict, workdir: Path, batch_size: int = 4) -> 
     conds = task.conditions(batch)
     _check(len(conds) == B, f"conditions must give one label per example, got {len(conds)}")
 
-    # a policy that stops somewhere in the middle: shift the logits so some examples stop early
-    with torch.no_grad():
-        for module in policy.modules():
-            if isinstance(module, torch.nn.Linear) and module.out_features == 1:
-                module.bias += -float(logits.median())
-        logits = task.stop_logit_fn(policy)(batch, states, steps, T).T  # (B, K)
-        stop = stop_index(logits)
-        pred, stop_step = predict_early_exit(task, net, policy, batch, candidates)
-    _check(torch.equal(stop_step.cpu(), (stop + 1).cpu()),
-           f"early exit must stop where the all-steps path does: {stop_step.tolist()} vs {(stop + 1).tolist()}")
-    expected = states[stop, torch.arange(B)]
-    _check(torch.allclose(pred, expected, atol=1e-5), "early exit must predict the state at its stop")
-
+    stops = check_early_exit_mix(task, net, policy, batch, candidates)
     for split, mixed in task.eval_splits().items():
         first = next(iter(task.eval_batches(split)))
         _check(_first_tensor(first).shape[0] >= 1, f"eval_batches({split!r}) must give non-empty batches")
     return {"T": T, "metric": task.metric, "conditions": sorted(set(np.asarray(conds).tolist())),
-            "stops": stop_step.tolist()}
+            "stops": stops}
+
+
+def _spread_bias(policy: torch.nn.Module, delta: float) -> None:
+    """Shift the policy's output bias by ``delta`` (its last 1-output linear layer)."""
+    for module in policy.modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == 1:
+            module.bias += delta
+
+
+@torch.no_grad()
+def check_early_exit_mix(task, net, policy, batch, candidates) -> list[int]:
+    """Early exit against the compute-everything path on ``batch`` (paper and median rules), with the
+    policy's output bias shifted (in place) so that the examples stop at different steps: a mix is
+    required, since with every example stopping at T the check would say nothing. Returns the
+    distinct stop steps seen."""
+    T, B = net.num_steps, batch_size_of(batch)
+    steps = torch.tensor(candidates, device=task.device)
+    states, summaries = model_outputs(net, task.model_inputs(batch), candidates, task.stop_logit_fn(policy))
+    logits = task.stop_logit_fn(policy)(batch, states, steps, T, summaries).T  # (B, K)
+    # put the boundary of the first candidate halfway between two of its middle logits: about half the
+    # examples stop there, the others go on (an untrained policy gives examples different logits),
+    # and no example sits on the boundary, where two float computations may differ
+    first = logits[:, 0].sort().values
+    i = max(len(first) // 2, 1)
+    _spread_bias(policy, -0.5 * float(first[i - 1] + first[min(i, len(first) - 1)]))
+    seen = set()
+    for rule in (PAPER, MEDIAN):
+        logits = task.stop_logit_fn(policy)(batch, states, steps, T, summaries).T
+        stop = stop_index(logits, rule=rule)
+        pred, stop_step = predict_early_exit(task, net, policy, batch, candidates, rule=rule)
+        _check(torch.equal(stop_step.cpu(), (stop + 1).cpu()),
+               f"early exit ({rule.name} rule) must stop where the all-steps path does: "
+               f"{stop_step.tolist()} vs {(stop + 1).tolist()}")
+        expected = states[stop, torch.arange(B)]  # states at the candidates
+        _check(torch.allclose(pred, expected, atol=1e-5), f"early exit ({rule.name} rule) must predict the state at its stop")
+        seen.update(stop_step.tolist())
+    _check(len(seen) > 1, f"the early-exit check needs examples stopping at different steps, got only {sorted(seen)} "
+                          f"(use a batch of several examples)")
+    return sorted(seen)
 
 
 def main(argv: list[str] | None = None) -> int:

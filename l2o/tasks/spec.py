@@ -70,5 +70,6 @@ METHOD_NAMES = {
     "matched": "{model}_matched",
     "fixed_depth": "{model}_fixed_depth",
     "best_depth": "{model}_best_depth",
+    "condition_depth": "{model}_condition_depth",
     "heuristic": "{model}_stop_heuristic",
 }

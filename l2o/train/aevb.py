@@ -81,6 +81,7 @@ def run(
         tracker=tracker,
         progress=progress,
         log_prior=compute_log_prior(costs, cfg.prior_lambda),  # every step is a candidate
+        warm_start=True,  # the untrained start is Table 3's reference point
     )
     finish_stage(out, stage="aevb", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"model": model, "policy": policy, "aevb": aevb, "seed": seed},

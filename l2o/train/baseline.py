@@ -56,11 +56,12 @@ def step_weights(T: int, gamma: float) -> torch.Tensor:
 
 
 def train_deep_supervision(stage: str, net, cfg: BaselineConfig, task, out: Path, *, fingerprint: str,
-                           generator: torch.Generator, tracker, progress: bool):
+                           generator: torch.Generator, tracker, progress: bool, warm_start: bool = False):
     """Fit ``net`` (in place) with the deep-supervision loss; keep the best validation last-step metric.
 
     Shared by the baseline and the matched-budget control (:mod:`l2o.train.matched`),
-    which differ only in their start, settings and random stream.
+    which differ only in their start, settings and random stream. ``warm_start``: ``net`` starts
+    from a trained model, which is then validated too (and kept if training never beats it).
     """
     T = net.num_steps
     steps = None if cfg.gamma > 0 else [T]  # gamma = 0: only the last step is computed
@@ -86,6 +87,7 @@ def train_deep_supervision(stage: str, net, cfg: BaselineConfig, task, out: Path
         generator=generator,
         tracker=tracker,
         progress=progress,
+        validate_at_start=warm_start,
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.checkpoints import build_model, load_checkpoint
+from l2o.outputs import SetOutputs, collect  # noqa: F401  (re-exported: the stages import them from here)
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.tasks.base import StoppingTask
 from l2o.tasks.registry import load_task
@@ -55,60 +55,6 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class SetOutputs:
-    """A model (and policy) run over a fixed set, everything on the CPU.
-
-    ``losses`` (N, T) per-step losses; ``components`` {name: (N, T)} metric
-    components (:meth:`StoppingTask.step_metrics`); ``conditions`` (N,);
-    ``logits`` (N, K) stop logits at the candidate steps (with a policy);
-    ``change`` (N, T) what the non-learned rule thresholds (when asked for).
-    """
-
-    losses: Tensor
-    components: dict[str, np.ndarray]
-    conditions: np.ndarray
-    logits: Tensor | None = None
-    change: np.ndarray | None = None
-    extras: dict = field(default_factory=dict)
-
-    def at(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """The components at one step per example: index (N,) 0-based -> {name: (N,)}."""
-        rows = np.arange(len(index))
-        return {k: v[rows, index] for k, v in self.components.items()}
-
-    def at_candidates(self, candidates: list[int]) -> dict[str, np.ndarray]:
-        """The components at the candidate steps: {name: (N, K)}."""
-        cols = [t - 1 for t in candidates]
-        return {k: v[:, cols] for k, v in self.components.items()}
-
-
-@torch.no_grad()
-def collect(task: StoppingTask, net: nn.Module, split: str, *, policy: nn.Module | None = None,
-            candidates: list[int] | None = None, full: bool = False, change: bool = False) -> SetOutputs:
-    """Run ``net`` (and ``policy`` at ``candidates``) over the fixed set ``split``."""
-    losses, comps, conds, logits, changes = [], {}, [], [], []
-    logits_of = task.stop_logit_fn(policy) if policy is not None else None
-    steps = torch.tensor(candidates or [1], device=task.device)
-    for batch in task.eval_batches(split):
-        states = net(task.model_inputs(batch))  # (T, b, ...)
-        losses.append(task.step_losses(states, batch).double().cpu())
-        for k, v in task.step_metrics(states, batch, full=full).items():
-            comps.setdefault(k, []).append(v.double().cpu().numpy())
-        conds.append(task.conditions(batch))
-        if change:
-            changes.append(task.state_change(states).double().cpu().numpy())
-        if logits_of is not None:
-            logits.append(logits_of(batch, states[steps - 1], steps, net.num_steps).T.double().cpu())
-    return SetOutputs(
-        losses=torch.cat(losses),
-        components={k: np.concatenate(v) for k, v in comps.items()},
-        conditions=np.concatenate(conds),
-        logits=torch.cat(logits) if logits else None,
-        change=np.concatenate(changes) if changes else None,
-    )
-
-
 def predictive_val_metrics(task: StoppingTask, out: SetOutputs) -> dict[str, float]:
     """The task's metric at the last step and at each example's best step (the oracle)."""
     m = task.metric
@@ -119,20 +65,37 @@ def predictive_val_metrics(task: StoppingTask, out: SetOutputs) -> dict[str, flo
     }
 
 
-def stopping_val_metrics(task: StoppingTask, out: SetOutputs, candidates: list[int]) -> dict[str, float]:
-    """The metric expected under ``q_phi``, at the deterministic stop, and the mean stop step."""
+def stopping_val_metrics(task: StoppingTask, out: SetOutputs, candidates: list[int], rule: str = "paper",
+                         tau: float | None = None) -> dict[str, float]:
+    """Validation metrics of a stopping model: the metric expected under ``q_phi``, at the paper's
+    stop (``pi > 0.5``), at the stop of ``rule`` (``val_<metric>_rule``; for ``tuned``, at the
+    threshold tuned here on this set unless ``tau`` is given, reported as ``val_tau``), and the
+    mean stop step under ``q_phi`` and under the rule."""
     from l2o.stopping.inference import stop_index
+    from l2o.stopping.rules import rule_named, tune_threshold
 
     m = task.metric
     q = stop_log_distribution(out.logits).exp().numpy()  # (N, K)
     cand = out.at_candidates(candidates)
+    rows = np.arange(len(q))
+
+    def value_of(idx):
+        return task.summarise({k: v[rows, idx] for k, v in cand.items()})[m]
+
     det = stop_index(out.logits).numpy()
-    rows = np.arange(len(det))
-    return {
+    metrics = {
         f"val_{m}_expected": task.summarise({k: (q * v).sum(axis=1) for k, v in cand.items()})[m],
-        f"val_{m}_stop": task.summarise({k: v[rows, det] for k, v in cand.items()})[m],
+        f"val_{m}_stop": value_of(det),
         "val_mean_stop": float((q * np.asarray(candidates, dtype=np.float64)).sum(axis=1).mean()),
     }
+    if rule == "tuned" and tau is None:
+        tau = tune_threshold(out.logits, value_of, task.higher_is_better, candidates)[0]
+    idx = stop_index(out.logits, rule=rule_named(rule, tau)).numpy()
+    metrics[f"val_{m}_rule"] = value_of(idx)
+    metrics["val_rule_mean_stop"] = float(np.asarray(candidates, dtype=np.float64)[idx].mean())
+    if rule == "tuned":
+        metrics["val_tau"] = float(tau)
+    return metrics
 
 
 def load_initial_model(task: StoppingTask, init: Path, model: dict, what: str = "initial checkpoint"):

@@ -54,6 +54,7 @@ def run(
         tracker=tracker,
         progress=progress,
         log_prior=compute_log_prior(prior["costs"], prior["lambda"], steps=ckpt["candidate_steps"]),
+        warm_start=True,  # from Stages I+II: kept if fine-tuning never beats it
     )
     finish_stage(out, stage="finetune", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"finetune": finetune, "seed": seed}, candidate_steps=ckpt["candidate_steps"],

@@ -13,6 +13,7 @@ import torch
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.objectives import joint_objective
 from l2o.stopping.prior import as_log_prior
+from l2o.tasks.base import model_outputs
 from l2o.train.common import collect, make_generator, stopping_val_metrics
 from l2o.train.loop import OptimConfig, fit
 
@@ -32,6 +33,7 @@ def train_jointly(
     tracker,
     progress: bool,
     log_prior: torch.Tensor | None = None,
+    warm_start: bool = False,
 ):
     """Minimise the joint objective over both ``net`` and ``policy``; returns the FitResult.
 
@@ -43,9 +45,10 @@ def train_jointly(
     steps = torch.tensor(candidates, device=task.device)
 
     def loss_fn(batch):
-        states = net(task.model_inputs(batch), candidates)  # (K, B, ...)
+        fn = task.stop_logit_fn(policy)
+        states, summaries = model_outputs(net, task.model_inputs(batch), candidates, fn)  # (K, B, ...)
         losses = task.step_losses(states, batch)  # (B, K)
-        log_q = stop_log_distribution(task.stop_logit_fn(policy)(batch, states, steps, net.num_steps).T)
+        log_q = stop_log_distribution(fn(batch, states, steps, net.num_steps, summaries).T)
         return joint_objective(losses, log_q, beta, as_log_prior(log_prior, losses))
 
     def validate():
@@ -65,4 +68,5 @@ def train_jointly(
         generator=make_generator(seed, stage),
         tracker=tracker,
         progress=progress,
+        validate_at_start=warm_start,
     )

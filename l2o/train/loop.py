@@ -107,6 +107,7 @@ def fit(
     tracker=None,
     progress: bool = True,
     higher_is_better: bool = False,
+    validate_at_start: bool = False,
 ) -> FitResult:
     """Train the parameters of ``modules`` that require grad; keep the best on validation.
 
@@ -114,6 +115,9 @@ def fit(
     :param sample_batch: generator -> batch (CPU); moved to the modules' device here.
     :param validate: () -> metrics dict; ``metrics[score_key]`` is minimised (maximised
         with ``higher_is_better``).
+    :param validate_at_start: also validate the untrained start (iteration 0): a reference point
+        and a candidate of the selection (off by default: one validation pass saved; Stage II,
+        whose validation runs only the policy, keeps it).
     :return: the best score and its iteration, the history; ``modules`` hold the best state.
     """
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -168,7 +172,7 @@ def fit(
         log.info("%s it %d: %s", stage, iteration, {k: round(v, 4) for k, v in row.items() if v is not None})
 
     t0 = time.perf_counter() - elapsed
-    if start == 0 and not history:
+    if validate_at_start and start == 0 and not history:
         evaluate(0, None)  # the untrained start, for reference
 
     running, count = 0.0, 0

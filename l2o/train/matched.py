@@ -84,7 +84,7 @@ def run(
         STAGE, net, cfg, job, out,
         fingerprint=fingerprint(STAGE, asdict(cfg), start, model, seed, job.data_hash, init_hash),
         generator=make_generator(seed, "stage1"),  # Stage I's stream: the very batches Stage I saw
-        tracker=tracker, progress=progress,
+        tracker=tracker, progress=progress, warm_start=start == "baseline",
     )
     finish_stage(out, stage=STAGE, task=job, net=net, result=result, tracker=tracker,
                  config={"model": model, "matched": matched, "seed": seed})

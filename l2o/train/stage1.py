@@ -136,6 +136,7 @@ def run(
         generator=gen,
         tracker=tracker,
         progress=progress,
+        validate_at_start=cfg.init == "baseline",  # a warm start is a candidate of the selection
     )
     finish_stage(out, stage="stage1", task=job, net=net, result=result, tracker=tracker,
                  config={"model": model, "stage1": stage1, "seed": seed}, beta=cfg.beta, prior=prior)

@@ -8,7 +8,11 @@ steps ``p(t) ∝ exp(-lambda c_t)`` (:mod:`l2o.stopping.prior`) unless
 model); the costs ``c_t`` are always Stage I's. Candidate steps are those
 where the validation-mean oracle mass exceeds ``policy.candidate_threshold``;
 the model computes only those steps' outputs. Model selection keeps the best
-validation metric expected under ``q_phi``.
+validation metric at the stop of the rule the evaluation reports (``stage2.rule``:
+``tuned``, a threshold on ``pi`` tuned on validation at each validation; ``median``; or the
+paper's ``pi > 0.5``: :mod:`l2o.stopping.rules`); the checkpoint records the rule and its
+threshold. The frozen model runs over the validation set once (:func:`l2o.outputs.freeze`);
+each validation after that runs the policy alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from l2o.stopping.candidates import select_candidate_steps, split_policy_section
 from l2o.stopping.distribution import stop_log_distribution
 from l2o.stopping.imitation import STAGE2_LOSSES, stage2_loss
 from l2o.stopping.oracle import oracle_log_distribution
+from l2o.outputs import freeze, policy_logits
+from l2o.stopping.rules import check_rule
 from l2o.stopping.prior import as_log_prior, check_prior_lambda, compute_log_prior, prior_from_checkpoint, prior_record
+from l2o.tasks.base import model_outputs
 from l2o.train.common import (
     collect,
     file_digest,
@@ -44,9 +51,11 @@ class Stage2Config(OptimConfig):
 
     loss: str = "forward_kl"
     prior_lambda: float | None = None  # None: the Stage I checkpoint's
+    rule: str = "tuned"
 
     def __post_init__(self):
         super().__post_init__()
+        check_rule(self.rule, "stage2.rule")
         if self.prior_lambda is not None:
             self.prior_lambda = check_prior_lambda(self.prior_lambda, "prior_lambda")
         if self.loss not in STAGE2_LOSSES:
@@ -100,15 +109,23 @@ def run(
     pol = job.build_policy(policy_args)
 
     def loss_fn(batch):
+        fn = job.stop_logit_fn(pol)
         with torch.no_grad():  # the frozen model: states once, no graph
-            states = net(job.model_inputs(batch), candidates)  # (K, B, ...)
-            losses = job.step_losses(states, batch)
+            states, summaries = model_outputs(net, job.model_inputs(batch), candidates, fn)  # (K, B, ...)
+            losses = job.oracle_losses(states, batch)
             log_q_oracle = oracle_log_distribution(losses, beta, as_log_prior(log_prior, losses))
-        log_q = stop_log_distribution(job.stop_logit_fn(pol)(batch, states, steps, net.num_steps).T)
+        log_q = stop_log_distribution(fn(batch, states, steps, net.num_steps, summaries).T)
         return stage2_loss(cfg.loss, log_q, log_q_oracle)
 
+    frozen = None
+
     def validate():
-        return stopping_val_metrics(job, collect(job, net, "val", policy=pol, candidates=candidates), candidates)
+        nonlocal frozen
+        if frozen is None:  # the frozen model over the validation set, once
+            frozen = freeze(job, net, "val", pol, candidates)
+        out = frozen.outputs
+        out.logits = policy_logits(job, pol, frozen)
+        return stopping_val_metrics(job, out, candidates, cfg.rule)
 
     result = fit(
         stage="stage2",
@@ -117,7 +134,7 @@ def run(
         loss_fn=loss_fn,
         sample_batch=lambda g: job.sample_batch(cfg.batch_size, g),
         validate=validate,
-        score_key=f"val_{job.metric}_expected",
+        score_key=f"val_{job.metric}_rule",
         higher_is_better=job.higher_is_better,
         work_dir=work_dir_for(out),
         fingerprint=fingerprint("stage2", asdict(cfg), asdict(cand_cfg), policy_args, seed, job.data_hash,
@@ -125,9 +142,20 @@ def run(
         generator=make_generator(seed, "stage2"),
         tracker=tracker,
         progress=progress,
+        validate_at_start=True,  # the policy alone: cheap, and an untrained policy is a fair candidate
     )
     finish_stage(out, stage="stage2", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"policy": policy, "stage2": stage2, "seed": seed}, candidate_steps=candidates,
-                 oracle_mass=mass.tolist(), beta=beta, prior=prior, upstream_run_id=ckpt.get("mlflow_run_id"))
-    return {f"best_val_{job.metric}_expected": result.best_score, "candidate_steps": candidates,
+                 oracle_mass=mass.tolist(), beta=beta, prior=prior, upstream_run_id=ckpt.get("mlflow_run_id"),
+                 rule=rule_record(cfg.rule, result))
+    return {f"best_val_{job.metric}_rule": result.best_score, "candidate_steps": candidates,
             "seconds": result.seconds}
+
+
+def rule_record(rule: str, result) -> dict:
+    """What a stopping checkpoint stores under ``rule``: ``{"name", "tau"}``, the threshold being the
+    one tuned at the kept (best) validation (``tuned``; 0.5 for ``paper``, None for ``median``)."""
+    if rule == "tuned":
+        row = next(h for h in result.history if h["iteration"] == result.best_iteration)
+        return {"name": rule, "tau": float(row["val_tau"])}
+    return {"name": rule, "tau": 0.5 if rule == "paper" else None}

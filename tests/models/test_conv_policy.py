@@ -32,7 +32,7 @@ def test_default_architecture():
     assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 32), (32, 32), (32, 32)]
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 2
     assert (net.out.in_features, net.out.out_features) == (34, 1)
-    assert net.describe() == dict(in_channels=3, channels=32, blocks=2, position=True)
+    assert net.describe() == dict(kind="paper", in_channels=3, channels=32, blocks=2, position=True)
     assert net.min_size == 4
 
 

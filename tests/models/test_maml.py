@@ -229,7 +229,7 @@ def test_no_grad_adapts_to_the_same_states(rng, which):
         without = model(inputs)
     assert not without.requires_grad
     assert torch.allclose(without, with_grad, atol=1e-12)
-    assert not torch.allclose(without[-1], model.init_state(inputs))  # it did adapt
+    assert not torch.allclose(without[-1], model.readout(0, model.init_state(inputs), inputs))  # it did adapt
 
 
 # -- the step-wise protocol --------------------------------------------------------------------
@@ -240,8 +240,9 @@ def test_step_readout_loop_equals_forward_and_steps_are_rows(rng):
     inputs, _ = regression_tasks(rng)
     full = model(inputs)
     carry = model.init_state(inputs)
-    assert torch.equal(model.params(carry), model.flat().expand(3, -1))
-    assert torch.equal(carry[:, -1], torch.zeros(3))
+    assert carry.shape == (3, model.state_size + model.summary_size)
+    assert torch.equal(model.params(model.readout(0, carry, inputs)), model.flat().expand(3, -1))
+    assert torch.equal(carry[:, model.num_params], torch.zeros(3))
     for t in range(1, 5):
         carry = model.step(t, carry, inputs)
         assert torch.allclose(model.readout(t, carry, inputs), full[t - 1], atol=1e-12)
@@ -260,7 +261,7 @@ def test_dropping_tasks_mid_loop_keeps_the_others(rng):
     carry, sub = take_rows(carry, keep), take_rows(inputs, keep)
     for t in (2, 3):
         carry = model.step(t, carry, sub)
-    assert torch.allclose(carry, full[-1, keep], atol=1e-12)
+    assert torch.allclose(model.readout(3, carry, sub), full[-1, keep], atol=1e-12)
 
 
 def test_flat_unflat_round_trip_and_order():
@@ -373,8 +374,9 @@ def test_a_task_diverging_in_float32_leaves_the_meta_gradient_finite():
 def test_max_step_ratio_flags_a_blowing_up_step_before_it_overflows():
     model = mlp_maml(T=3)
     inputs, _ = regression_tasks(torch.Generator().manual_seed(0))
-    theta = model.init_state(inputs)
-    step = (model.params(model.step(1, theta, inputs)) - model.params(theta)).detach()
+    carry = model.init_state(inputs)
+    theta = model.readout(0, carry, inputs)
+    step = (model.params(model.readout(1, model.step(1, carry, inputs), inputs)) - model.params(theta)).detach()
     ratio = float((step.norm(dim=-1) / (model.params(theta).detach().norm(dim=-1) + 1)).min())
     strict = MAML(MAMLConfig(**{**model.describe(), "max_step_ratio": ratio / 2})).double()
     strict.load_state_dict(model.state_dict())

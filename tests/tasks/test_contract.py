@@ -18,6 +18,23 @@ def test_every_registered_task_passes_the_contract(name, tmp_path):
     assert name in TINY, f"configs/tiny.yaml needs a section for task {name!r} (the tests and the tiny workflow use it)"
     facts = check_task(name, TINY[name], tmp_path)
     assert facts["T"] >= 2 and facts["conditions"]
+    assert len(facts["stops"]) > 1  # the early-exit check saw examples stop at different steps
+
+
+def test_contract_catches_an_early_exit_that_stops_elsewhere(tmp_path, monkeypatch):
+    """Early exit that reads the logits of the wrong rows must fail the contract (every task's policy)."""
+    import l2o.stopping.inference as inference
+
+    real = inference.predict_early_exit
+
+    def shifted(task, model, policy, batch, candidates, uniforms=None, rule=inference.PAPER, decide=None):
+        pred, stop = real(task, model, policy, batch, candidates, uniforms, rule, decide)
+        return pred, stop.roll(1)
+
+    monkeypatch.setattr("l2o.tasks.contract.predict_early_exit", shifted)
+    for name in ("sparse_recovery", "few_shot_regression"):
+        with pytest.raises(AssertionError, match="must stop where the all-steps path does"):
+            check_task(name, TINY[name], tmp_path / name)
 
 
 def test_contract_catches_a_broken_early_exit(tmp_path, monkeypatch):

@@ -76,7 +76,7 @@ def state_equal(a: nn.Module, b: nn.Module) -> bool:
 
 def test_fit_trains_and_keeps_the_best(tmp_path):
     model = make_model()
-    result = run_fit(model, tmp_path / "w")
+    result = run_fit(model, tmp_path / "w", validate_at_start=True)
     its = [row["iteration"] for row in result.history]
     assert its == [0, 5, 10, 15, 20]
     assert result.history[0]["train_loss"] is None  # the untrained start
@@ -85,6 +85,11 @@ def test_fit_trains_and_keeps_the_best(tmp_path):
     assert result.best_iteration == its[scores.index(min(scores))]
     assert (tmp_path / "w" / "last.pt").is_file()
     assert not model.training  # left in eval mode
+
+
+def test_fit_skips_the_untrained_start_unless_asked(tmp_path):
+    result = run_fit(make_model(), tmp_path / "w")
+    assert [row["iteration"] for row in result.history] == [5, 10, 15, 20]
 
 
 def test_modules_hold_the_best_state_not_the_last(tmp_path):
@@ -96,7 +101,7 @@ def test_modules_hold_the_best_state_not_the_last(tmp_path):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"val_mse": next(scores)}
 
-    result = run_fit(model, tmp_path / "w", validate=validate)
+    result = run_fit(model, tmp_path / "w", validate=validate, validate_at_start=True)
     assert result.best_iteration == 10 and result.best_score == 1.0
     assert all(torch.equal(model.state_dict()[k], snapshots[2][k]) for k in snapshots[2])
     assert not all(torch.equal(model.state_dict()[k], snapshots[-1][k]) for k in snapshots[-1])
@@ -214,7 +219,7 @@ def test_tracker_receives_metrics(tmp_path):
             self.rows.append((step, metrics))
 
     rec = Recorder()
-    run_fit(make_model(), tmp_path / "w", tracker=rec)
+    run_fit(make_model(), tmp_path / "w", tracker=rec, validate_at_start=True)
     assert [s for s, _ in rec.rows] == [0, 5, 10, 15, 20]
     assert "train_loss" not in rec.rows[0][1]  # None values are not logged
     assert set(rec.rows[1][1]) == {"train_loss", "val_mse"}

@@ -26,7 +26,7 @@ COMMON = {"progress": False, "device": "cpu"}
 SCORE = {
     "baseline": "val_nmse_db_last",
     "stage1": "val_nmse_db_best_step",
-    "stage2": "val_nmse_db_expected",
+    "stage2": "val_nmse_db_rule",
     "finetune": "val_nmse_db_expected",
     "aevb": "val_nmse_db_expected",
 }
@@ -81,14 +81,29 @@ def no_temporary_files(folder: Path) -> bool:
 # -- the pipeline ---------------------------------------------------------------------
 
 
+#: stages that start from a trained model validate it too (iteration 0); from scratch they do not
+WARM = {"baseline": False, "stage1": True, "stage2": True, "finetune": True, "aevb": True}
+
+
+def untrained_score(data, name: str) -> float:
+    """The validation score of the model a from-scratch stage starts from (LISTA at its ISTA init)."""
+    from l2o.train.common import collect, predictive_val_metrics
+
+    task = load_task("sparse_recovery", data, "cpu")
+    torch.manual_seed(0)
+    net = task.build_model(task.model_args(MODEL)).eval()
+    return predictive_val_metrics(task, collect(task, net, "val"))["val_nmse_db_last"]
+
+
 @pytest.mark.parametrize("name", list(SCORE))
 def test_each_stage_improves_over_its_start(pipeline, name):
     ckpt = pipeline["ckpts"][name]
     key = SCORE[name]
     history = ckpt["history"]
-    assert [row["iteration"] for row in history] == [0, 10, 20, 30]
+    assert [row["iteration"] for row in history] == ([0] if WARM[name] else []) + [10, 20, 30]
     best = min(row[key] for row in history)
-    assert best < history[0][key]
+    start = history[0][key] if WARM[name] else untrained_score(pipeline["data"], name)
+    assert best < start
     assert ckpt["best_iteration"] == next(r["iteration"] for r in history if r[key] == best)
     assert ckpt["stage"] == name
 
@@ -122,8 +137,9 @@ def test_stages_chain_their_states(pipeline):
     for k, v in ck["stage1"]["model_state"].items():
         assert torch.equal(v, ck["stage2"]["model_state"][k]), k
     # finetune starts from stage2's result and changes both model and policy
+    stage2_best = next(r for r in ck["stage2"]["history"] if r["iteration"] == ck["stage2"]["best_iteration"])
     assert ck["finetune"]["history"][0]["val_nmse_db_expected"] == pytest.approx(
-        pipeline["summaries"]["stage2"]["best_val_nmse_db_expected"], abs=1e-9)
+        stage2_best["val_nmse_db_expected"], abs=1e-9)
     assert not torch.equal(ck["finetune"]["model_state"]["W2"], ck["stage2"]["model_state"]["W2"])
     assert not torch.equal(ck["finetune"]["policy_state"]["net.0.weight"],
                            ck["stage2"]["policy_state"]["net.0.weight"])

@@ -68,21 +68,22 @@ GENERIC_SOURCES = {
     "baseline": ["train/baseline.py"],
     "stage1": ["train/stage1.py", "stopping/objectives.py", "stopping/oracle.py", "stopping/prior.py"],
     "stage2": ["train/stage2.py", "stopping/imitation.py", "stopping/distribution.py", "stopping/candidates.py",
-               "stopping/oracle.py", "stopping/prior.py"],
+               "stopping/oracle.py", "stopping/prior.py", "stopping/rules.py"],
     "finetune": ["train/finetune.py", "train/joint.py", "stopping/objectives.py", "stopping/distribution.py",
                  "stopping/prior.py"],
     "aevb": ["train/aevb.py", "train/joint.py", "stopping/candidates.py", "stopping/objectives.py",
              "stopping/distribution.py", "stopping/prior.py"],
     "matched": ["train/matched.py", "train/baseline.py"],
-    "evaluate": ["evaluate.py", "tradeoff.py", "metrics.py", "stopping/inference.py", "stopping/distribution.py"],
+    "evaluate": ["evaluate.py", "readings.py", "paired.py", "tradeoff.py", "metrics.py", "stopping/inference.py",
+                 "stopping/distribution.py", "stopping/rules.py"],
     "report": ["report/build.py", "report/results.py", "report/stats.py", "report/skeptic.py",
                "report/ablations.py", "report/plots.py", "report/tradeoff.py", "report/tradeoff_points.py",
                "report/sections.py", "report/render.py", "tasks/spec.py"],
 }
 # what every stage that builds or runs a model uses, besides its own files
 MODEL_STAGES = ("baseline", "stage1", "stage2", "finetune", "aevb", "matched", "evaluate")
-MODEL_SOURCES = ["train/loop.py", "train/common.py", "checkpoints.py", "tasks/base.py", "tasks/registry.py",
-                 "models/step_model.py", "config.py"]
+MODEL_SOURCES = ["train/loop.py", "train/common.py", "outputs.py", "checkpoints.py", "tasks/base.py",
+                 "tasks/registry.py", "models/step_model.py", "config.py", "stopping/rules.py"]
 TASK_ROLE = {"data": "data", "classical": "classical", "evaluate": "evaluate", "report": "report"}
 
 

@@ -9,7 +9,7 @@ with snakemake_job(snakemake) as job:
                     out_table=Path(snakemake.output.table), out_json=Path(snakemake.output.curves),
                     out_showcase=Path(snakemake.output.showcase), seed=job.seed,
                     sample_seed=job.params["evaluate"]["sample_seed"],
-                    time_inference=job.params["evaluate"].get("time_inference", True),
                     timing_examples=job.params["evaluate"].get("timing_examples", 256),
+                    timing_repeats=job.params["evaluate"].get("timing_repeats", 3),
                     equal_cost_baselines="variant" not in snakemake.wildcards.keys())
     log_evaluation(job.tracker, df, Path(snakemake.output.curves))

@@ -14,7 +14,7 @@ SPEC = TaskSpec(
     sources={
         "data": ("tasks/denoising/data.py", "tasks/denoising/images.py"),
         "model": ("tasks/denoising/task.py", "tasks/denoising/data.py", "tasks/denoising/patches.py", "tasks/denoising/metrics.py",
-                  "models/dncnn.py", "models/conv_policy.py"),
+                  "tasks/denoising/policy.py", "models/dncnn.py", "models/conv_policy.py", "models/stop_policy.py"),
         "classical": ("tasks/denoising/classical.py", "tasks/denoising/denoisers.py", "tasks/denoising/data.py",
                       "tasks/denoising/metrics.py"),
         "report": ("tasks/denoising/report.py",),

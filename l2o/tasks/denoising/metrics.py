@@ -59,6 +59,35 @@ def psnr(estimate: Tensor, clean: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
+def checkerboard_sse(estimate: Tensor, clean: Tensor, data_range: float = 1.0) -> dict[str, Tensor]:
+    """The squared error of the clamped estimate summed over each colour of a checkerboard of pixels:
+    ``sse_a`` (pixels with i + j even), ``sse_b`` (odd) and ``pixels`` (the count of all), each (T, B) -> (B, T).
+
+    >>> clean = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    >>> est = torch.tensor([[[[0.1, 0.2], [0.3, 0.4]]]], dtype=torch.float64).unsqueeze(0)  # (T=1, B=1, 1, 2, 2)
+    >>> {k: round(float(v), 4) for k, v in checkerboard_sse(est, clean).items()}
+    {'sse_a': 0.17, 'sse_b': 0.13, 'pixels': 4.0}
+    """
+    est = estimate.detach().to(torch.float64).clamp(0.0, data_range)
+    sq = (est - clean.detach().to(torch.float64)).square()  # (T, B, c, H, W)
+    H, W = sq.shape[-2:]
+    even = ((torch.arange(H).view(-1, 1) + torch.arange(W).view(1, -1)) % 2 == 0).to(sq)
+    sse_a = (sq * even).sum(dim=(-3, -2, -1))
+    total = sq.sum(dim=(-3, -2, -1))
+    pixels = torch.full_like(total, float(sq[0, 0].numel()))
+    return {"sse_a": sse_a.T, "sse_b": (total - sse_a).T, "pixels": pixels.T}
+
+
+def psnr_of_sse(sse: np.ndarray, pixels: np.ndarray, data_range: float = 1.0) -> np.ndarray:
+    """PSNR (dB) from a summed squared error over ``pixels`` pixels, per image.
+
+    >>> psnr_of_sse(np.array([0.04]), np.array([4.0])).round(4)
+    array([20.])
+    """
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 * np.asarray(pixels, dtype=np.float64) / np.asarray(sse, dtype=np.float64))
+
+
 def ssim(estimate: np.ndarray, clean: np.ndarray) -> float:
     """Mean SSIM of one grey image in ``[0, 1]`` (Wang et al. settings, :data:`SSIM_SETTINGS`).
 

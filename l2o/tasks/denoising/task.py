@@ -12,7 +12,7 @@ meaning on whole validation and test images. The policy sees
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -23,22 +23,32 @@ from torch import Tensor
 from l2o.config import take_fields
 from l2o.models.conv_policy import ConvPolicyConfig, ConvStopPolicy
 from l2o.models.dncnn import DnCNN, DnCNNConfig
-from l2o.tasks.base import StoppingTask
+from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
+from l2o.stopping.rules import cross_fitted_index
+from l2o.tasks.base import StopLogits, StoppingTask
 from l2o.tasks.denoising import SPEC
 from l2o.tasks.denoising.data import DenoisingDataConfig, eval_set, load_dataset, write_dataset
 from l2o.tasks.denoising.patches import PatchSampler
-from l2o.tasks.denoising.metrics import psnr, ssim_per_step
+from l2o.tasks.denoising.metrics import checkerboard_sse, psnr, psnr_of_sse, ssim_per_step
+from l2o.tasks.denoising.policy import PooledLogits, check_kind, fast_in_features
 
 SHOWCASE_SIGMA = 65.0  # the picture row of the report: an unseen noise level (paper Table 6's *65)
 
 
 @dataclass
 class _PolicySection:
-    """Config section ``policy`` of this task (``candidate_threshold`` is the stages')."""
+    """Config section ``policy`` of this task (``candidate_threshold`` is the stages'):
+    ``kind`` ``fast`` (an MLP of ``hidden`` widths on pooled trunk features; default) or
+    ``paper`` (the released CNN of ``channels`` and ``blocks``); see :mod:`l2o.tasks.denoising.policy`."""
 
+    kind: str = "fast"
+    hidden: list[int] = field(default_factory=lambda: [32, 16])
     channels: int = 32
     blocks: int = 2
     position: bool = True
+
+    def __post_init__(self):
+        check_kind(self.kind)
 
 
 def condition_name(sigma: float) -> str:
@@ -69,6 +79,7 @@ class DenoisingTask(StoppingTask):
         self.device = str(device)
         self.patch_size = int(data.config.patch_size)
         self.sampler = PatchSampler.from_data(data)
+        self.channels: int | None = None  # set by build_model
         self._sets: dict[str, list[dict[str, Tensor]]] = {}
 
     # -- data ------------------------------------------------------------------
@@ -108,15 +119,32 @@ class DenoisingTask(StoppingTask):
         return asdict(take_fields(DnCNNConfig, model, "config section 'model'"))
 
     def build_model(self, model_args: dict) -> DnCNN:
-        return DnCNN(take_fields(DnCNNConfig, model_args, "model arguments")).to(self.device)
+        net = DnCNN(take_fields(DnCNNConfig, model_args, "model arguments")).to(self.device)
+        self.channels = net.config.channels  # what the fast policy's input width depends on
+        return net
 
     def policy_args(self, policy: dict) -> dict:
+        """The policy's constructor arguments with its ``kind``: ``fast`` needs the model's channels
+        (build the model first, as every stage does)."""
         section = take_fields(_PolicySection, policy, "config section 'policy'")
-        return asdict(ConvPolicyConfig(in_channels=3, channels=section.channels, blocks=section.blocks,
-                                       position=section.position))
+        if section.kind == "paper":
+            return {"kind": "paper", **asdict(ConvPolicyConfig(in_channels=3, channels=section.channels,
+                                                               blocks=section.blocks, position=section.position))}
+        if self.channels is None:
+            raise RuntimeError("build the model before the fast policy: it reads the model's channels")
+        return {"kind": "fast", **asdict(StopPolicyConfig(fast_in_features(self.channels), list(section.hidden)))}
 
-    def build_policy(self, policy_args: dict) -> ConvStopPolicy:
-        return ConvStopPolicy(take_fields(ConvPolicyConfig, policy_args, "policy arguments")).to(self.device)
+    def check_policy(self, policy: dict) -> None:
+        take_fields(_PolicySection, policy, "config section 'policy'")
+
+    def build_policy(self, policy_args: dict):
+        args = dict(policy_args)
+        kind = check_kind(args.pop("kind", "paper"))  # checkpoints from before kinds hold the CNN
+        if kind == "paper":
+            return ConvStopPolicy(take_fields(ConvPolicyConfig, args, "policy arguments")).to(self.device)
+        policy = StopPolicy(take_fields(StopPolicyConfig, args, "policy arguments")).to(self.device)
+        policy.kind = "fast"  # describe() keeps it in checkpoints
+        return policy
 
     # -- losses, policy input, metrics ---------------------------------------------
     def step_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
@@ -132,21 +160,33 @@ class DenoisingTask(StoppingTask):
         pos = (steps.to(states) / num_steps).view(K, 1, 1).expand(K, B, 1)
         return feats, torch.cat([pos, 1.0 - pos], dim=2).flatten(0, 1)
 
-    def stop_logit_fn(self, policy):
-        def logits(batch, states, steps, num_steps):
-            feats, pos = self.policy_features(batch, states, steps, num_steps)
-            return policy(feats, pos).view(states.shape[0], states.shape[1])
-
-        return logits
+    def stop_logit_fn(self, policy) -> StopLogits:
+        """The fast policy on the pooled trunk features (:class:`~l2o.tasks.denoising.policy.PooledLogits`),
+        or the released CNN on each candidate's images (:meth:`policy_features`)."""
+        if isinstance(policy, StopPolicy):
+            return PooledLogits(policy)
+        return _CNNLogits(policy, self.policy_features)
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``psnr`` (dB, estimate clamped to [0, 1]) and, with ``full``, ``ssim``: each (B, K)."""
+        """``psnr`` (dB, estimate clamped to [0, 1]) and, with ``full``, ``ssim`` and ``sse_a`` / ``sse_b``
+        (the squared error summed over the two colours of a checkerboard of pixels, for the honest
+        oracle): each (B, K)."""
         out = {"psnr": psnr(states, batch["clean"]).T}
         if full:
+            out.update(checkerboard_sse(states, batch["clean"]))
             est = states[:, :, 0].detach().cpu().numpy()  # (K, B, H, W)
             clean = batch["clean"][:, 0].cpu().numpy()
             out["ssim"] = torch.from_numpy(np.stack([ssim_per_step(est[:, b], clean[b]) for b in range(len(clean))]))
         return out
+
+    def honest_oracle(self, components: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each image's head chosen on one colour of a checkerboard of its pixels and scored on the other,
+        both ways (:func:`~l2o.stopping.rules.cross_fitted_index`): the PSNR of the combined error. (The
+        per-image oracle of the released code chooses on every pixel it scores: an upper bound.)"""
+        idx_a, idx_b = cross_fitted_index(components["sse_a"], components["sse_b"])
+        rows = np.arange(len(idx_a))
+        sse = components["sse_a"][rows, idx_a] + components["sse_b"][rows, idx_b]
+        return {"psnr": psnr_of_sse(sse, components["pixels"][:, -1])}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
         """Mean PSNR (dB) and mean SSIM over the images (weighted with ``weights``)."""
@@ -183,3 +223,17 @@ class DenoisingTask(StoppingTask):
             out["stop"] = pred[0, 0].cpu().numpy()
             out["stop_step"] = np.array(int(stop[0]))
         return out
+
+
+class _CNNLogits(StopLogits):
+    """The released CNN policy on ``[noisy, noise estimate_t, estimate_t]`` and the position."""
+
+    def __init__(self, policy: ConvStopPolicy, features):
+        self.policy, self.features = policy, features
+
+    def context(self, batch):
+        return {"noisy": batch["noisy"]}  # no label travels with the rows
+
+    def logits(self, ctx, states, steps, num_steps, summaries=None):
+        feats, pos = self.features(ctx, states, steps, num_steps)
+        return self.policy(feats, pos).view(states.shape[0], states.shape[1])

@@ -8,7 +8,7 @@ Light on purpose (no torch): the workflow reads :data:`SPECS` at parse time.
 
 from l2o.tasks.spec import TaskSpec
 
-_COMMON = ("tasks/few_shot/task.py", "tasks/few_shot/sampler.py", "tasks/few_shot/regression.py",
+_COMMON = ("tasks/few_shot/task.py", "tasks/few_shot/policy.py", "tasks/few_shot/sampler.py", "tasks/few_shot/regression.py",
            "models/maml.py", "models/meta_nets.py", "models/stop_policy.py")
 _DATA = ("tasks/few_shot/data.py", "tasks/few_shot/sampler.py", "tasks/few_shot/regression.py",
          "tasks/few_shot/glyphs.py", "tasks/few_shot/glyph_render.py", "tasks/few_shot/folders.py")

@@ -84,11 +84,16 @@ class RegressionDataConfig:
         ``linear`` (w ~ N(0, weight_std^2 I_d), x ~ N(0, I/d): the query-optimal number of
         inner steps grows with the shots and is known exactly).
     :param shots: [k1, k2] support points per task, k ~ U{k1..k2}.
+    :param query_points: noisy query points per task (the honest oracle chooses each task's step on
+        them and scores it on the noise-free error).
+    :param clean_points: points on which each task's noise-free error is measured (the headline
+        metric): an even grid over ``x_range`` (sinusoid) or draws from the input distribution (linear).
     """
 
     family: str = "sinusoid"
     shots: list[int] = field(default_factory=lambda: [1, 10])
     query_points: int = 10
+    clean_points: int = 200
     noise_std: float = 0.0
     amplitude: list[float] = field(default_factory=lambda: [0.1, 5.0])
     phase: list[float] = field(default_factory=lambda: [0.0, float(np.pi)])
@@ -103,6 +108,7 @@ class RegressionDataConfig:
         if self.family not in FAMILIES:
             raise ValueError(f"data.family must be one of {FAMILIES}, got {self.family!r}")
         self.shots = check_shot_range(self.shots, "data.shots")
+        check_int(self.clean_points, "data.clean_points", 1)
         check_int(self.val_tasks, "data.val_tasks", 1)
         check_int(self.test_tasks, "data.test_tasks", 1)
         self.family_config  # validates the family's settings
@@ -111,9 +117,10 @@ class RegressionDataConfig:
     def family_config(self) -> SinusoidConfig | LinearConfig:
         if self.family == "sinusoid":
             return SinusoidConfig(amplitude=list(self.amplitude), phase=list(self.phase), x_range=list(self.x_range),
-                                  noise_std=self.noise_std, shots=list(self.shots), query_points=self.query_points)
+                                  noise_std=self.noise_std, shots=list(self.shots), query_points=self.query_points,
+                                  clean_points=self.clean_points)
         return LinearConfig(dim=self.dim, noise_std=self.noise_std, weight_std=self.weight_std,
-                            shots=list(self.shots), query_points=self.query_points)
+                            shots=list(self.shots), query_points=self.query_points, clean_points=self.clean_points)
 
 
 def class_images(cfg: ClassificationDataConfig) -> ClassImages:

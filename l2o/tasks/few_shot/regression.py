@@ -70,6 +70,8 @@ class SinusoidConfig:
     :param float noise_std: std of the Gaussian noise on every target (0: none).
     :param list shots: [k1, k2]: support points per task k ~ U{k1..k2}.
     :param int query_points: query points per task (Finn: 10).
+    :param int clean_points: an even grid of this many inputs over ``x_range``, where each task's
+        noise-free function is known (``clean_x``, ``clean_y``: the noise-free error).
     """
 
     amplitude: list[float] = field(default_factory=lambda: [0.1, 5.0])
@@ -78,6 +80,7 @@ class SinusoidConfig:
     noise_std: float = 0.0
     shots: list[int] = field(default_factory=lambda: [1, 10])
     query_points: int = 10
+    clean_points: int = 200
 
     def __post_init__(self):
         self.amplitude = _check_range(self.amplitude, "data.amplitude", lower_strict=0.0)
@@ -86,6 +89,7 @@ class SinusoidConfig:
         self.noise_std = _check_nonneg(self.noise_std, "data.noise_std")
         self.shots = check_shot_range(self.shots, "data.shots")
         self.query_points = check_int(self.query_points, "data.query_points", 1)
+        self.clean_points = check_int(self.clean_points, "data.clean_points", 1)
 
     @property
     def dim(self) -> int:
@@ -101,6 +105,8 @@ class LinearConfig:
     :param float weight_std: s, the prior std of the task weights w ~ N(0, s^2 I_d).
     :param list shots: [k1, k2]: support points per task k ~ U{k1..k2}.
     :param int query_points: query points per task.
+    :param int clean_points: inputs drawn per task (after everything else) where the noise-free
+        function is known (``clean_x``, ``clean_y``).
 
     Inputs are x ~ N(0, I/d), so ``E (w.x)^2 = s^2``: the signal-to-noise
     ratio does not depend on d.
@@ -111,6 +117,7 @@ class LinearConfig:
     weight_std: float = 1.0
     shots: list[int] = field(default_factory=lambda: [1, 40])
     query_points: int = 10
+    clean_points: int = 200
 
     def __post_init__(self):
         self.dim = check_int(self.dim, "data.dim", 1)
@@ -118,6 +125,7 @@ class LinearConfig:
         self.weight_std = _check_nonneg(self.weight_std, "data.weight_std")
         self.shots = check_shot_range(self.shots, "data.shots")
         self.query_points = check_int(self.query_points, "data.query_points", 1)
+        self.clean_points = check_int(self.clean_points, "data.clean_points", 1)
 
 
 # -- sampling ---------------------------------------------------------------------------
@@ -141,7 +149,10 @@ def sample_regression_tasks(
     """A batch of ``batch_size`` regression tasks of the family ``config`` describes.
 
     Draw order (for reproducibility): shots, task parameters, support x,
-    query x, support noise, query noise.
+    query x, support noise, query noise, then (linear) the clean inputs. Besides the
+    noisy sets, ``clean_x`` (B, G, d) and ``clean_y`` (B, G, 1) hold the task's noise-free
+    function at G = ``clean_points`` inputs (an even grid for the sinusoid): the truth the
+    noise-free error is measured against (never an input of the model or the policy).
 
     >>> b = sample_regression_tasks(SinusoidConfig(), 4, torch.Generator().manual_seed(0))
     >>> tuple(b["support_x"].shape), tuple(b["query_y"].shape), b["shots"].dtype
@@ -171,6 +182,13 @@ def sample_regression_tasks(
         raise TypeError(f"unknown regression family config {type(config).__name__}")
     sy = sy + config.noise_std * torch.randn(B, K, 1, generator=generator)
     qy = qy + config.noise_std * torch.randn(B, Q, 1, generator=generator)
+    G = config.clean_points
+    if isinstance(config, SinusoidConfig):
+        cx = torch.linspace(*config.x_range, G).view(1, G, 1).expand(B, G, 1)
+        cy = amp.view(B, 1, 1) * torch.sin(cx - phase.view(B, 1, 1))
+    else:
+        cx = torch.randn(B, G, config.dim, generator=generator) / math.sqrt(config.dim)
+        cy = torch.einsum("bgd,bd->bg", cx, w).unsqueeze(-1)
     m = mask.unsqueeze(-1)
     return {
         "support_x": torch.where(m, sx, 0.0),
@@ -179,6 +197,8 @@ def sample_regression_tasks(
         "query_x": qx,
         "query_y": qy,
         "shots": k,
+        "clean_x": cx.contiguous(),
+        "clean_y": cy,
         **out,
     }
 

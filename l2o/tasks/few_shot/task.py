@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 
 from l2o.config import take_fields
-from l2o.models.maml import MAML, MAMLConfig, masked_mean
+from l2o.models.maml import MAML, MAMLConfig, masked_mean, per_example_loss
+from l2o.stopping.rules import cross_fitted_index, oracle_index
 from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
-from l2o.tasks.base import StoppingTask
+from l2o.tasks.base import FeatureLogits, StopLogits, StoppingTask
 from l2o.tasks.few_shot.data import (
     ClassificationDataConfig,
     RegressionDataConfig,
@@ -35,6 +36,7 @@ from l2o.tasks.few_shot.data import (
     write_classification_data,
     write_regression_data,
 )
+from l2o.tasks.few_shot.policy import FAST_IN_FEATURES, StepStatsLogits, check_kind
 from l2o.tasks.few_shot.regression import fixed_regression_tasks, sample_regression_tasks
 from l2o.tasks.few_shot.sampler import iter_fixed_tasks, sample_tasks
 
@@ -55,9 +57,16 @@ class ModelSection:
 
 @dataclass
 class PolicySection:
-    """Config section ``policy`` of a few-shot task (``candidate_threshold`` is the stages')."""
+    """Config section ``policy`` of a few-shot task (``candidate_threshold`` is the stages'):
+    ``kind`` ``fast`` (step statistics and the support size; default) or ``paper`` (pooled
+    support/query features, support loss and error), an MLP of ``hidden`` widths either way
+    (:mod:`l2o.tasks.few_shot.policy`)."""
 
+    kind: str = "fast"
     hidden: list[int] = field(default_factory=lambda: [64, 32])
+
+    def __post_init__(self):
+        check_kind(self.kind)
 
 
 def mean_ci95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
@@ -120,15 +129,28 @@ class FewShotTask(StoppingTask):
 
     def policy_args(self, policy: dict) -> dict:
         section = take_fields(PolicySection, policy, "config section 'policy'")
-        return asdict(StopPolicyConfig(self.policy_in_features(), list(section.hidden)))
+        width = FAST_IN_FEATURES if section.kind == "fast" else self.policy_in_features()
+        return {"kind": section.kind, **asdict(StopPolicyConfig(width, list(section.hidden)))}
 
     def check_policy(self, policy: dict) -> None:
         take_fields(PolicySection, policy, "config section 'policy'")
 
     def build_policy(self, policy_args: dict) -> StopPolicy:
-        return StopPolicy(take_fields(StopPolicyConfig, policy_args, "policy arguments")).to(self.device)
+        args = dict(policy_args)
+        kind = check_kind(args.pop("kind", "paper"))  # checkpoints from before kinds: the paper's inputs
+        policy = StopPolicy(take_fields(StopPolicyConfig, args, "policy arguments")).to(self.device)
+        policy.kind = kind
+        return policy
+
+    def stop_logit_fn(self, policy) -> StopLogits:
+        """The fast policy on MAML's step summaries and the support size
+        (:class:`~l2o.tasks.few_shot.policy.StepStatsLogits`), or the paper's inputs (:meth:`policy_features`)."""
+        if getattr(policy, "kind", "paper") == "fast":
+            return StepStatsLogits(policy)
+        return FeatureLogits(policy, self.policy_features)
 
     def policy_in_features(self) -> int:
+        """Inputs of the ``paper`` policy: 2 D pooled features and 4 scalars."""
         if self.learner is None:
             raise RuntimeError("build the model before the policy: the policy reads the model's features")
         return 2 * self.learner.net.feature_dim + 4
@@ -159,13 +181,16 @@ class FewShotTask(StoppingTask):
         raise NotImplementedError
 
     def policy_features(self, batch, states, steps, num_steps):
-        """Per step and task (no query label): mean support features, mean query features, the
-        support loss (log), the support error, t/T and 1 - t/T: (K, B, 2D + 4)."""
+        """The ``paper`` policy's inputs per step and task (no query label): mean support features,
+        mean query features, the support loss (log), the support error, t/T and 1 - t/T:
+        (K, B, 2D + 4). Two passes of the net's body (support, query); the support outputs come
+        from the support features through the (linear) head."""
         net = self._learner()
         sx, sm, qx = batch["support_x"], batch["support_mask"], batch["query_x"]
-        support = _masked_rows_mean(net.features(states, sx, sm), sm)
+        feats = net.features(states, sx, sm)  # (K, B, S, D)
+        support = _masked_rows_mean(feats, sm)
         query = net.features(states, qx).mean(dim=-2)
-        outputs = net.predict(states, sx, sm)
+        outputs = net.head_outputs(states, feats)
         loss = net.task_loss(outputs, batch["support_y"], sm).clamp_min(1e-8).log()
         error = self.support_error(outputs, batch)
         pos = (steps.to(states) / num_steps).view(-1, 1).expand_as(loss)
@@ -243,10 +268,34 @@ class FewShotClassificationTask(FewShotTask):
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
         """``accuracy``: % of each task's query set classified right after each step, and
         ``diverged`` (1/0: its inner loop had blown up and it kept its last good parameters):
-        each (B, K)."""
-        logits = self._learner().predict(states, batch["query_x"])  # (K, B, Q, ways)
-        accuracy = 100.0 * (logits.argmax(dim=-1) == batch["query_y"]).float().mean(dim=-1)
-        return {"accuracy": accuracy.T, "diverged": self._diverged(states).float().T}
+        each (B, K). With ``full``, the query set's two halves (alternate query examples: one of
+        every class in each when a class has 2 or more) for the query-split oracle: the mean
+        cross-entropy ``loss_a``/``loss_b`` and the number right ``correct_a``/``correct_b``."""
+        net = self._learner()
+        logits = net.predict(states, batch["query_x"])  # (K, B, Q, ways)
+        right = (logits.argmax(dim=-1) == batch["query_y"]).float()  # (K, B, Q)
+        out = {"accuracy": 100.0 * right.mean(dim=-1).T, "diverged": self._diverged(states).float().T}
+        if full:
+            Q = right.shape[-1]
+            if Q < 2:
+                raise ValueError(f"the query-split oracle needs 2 or more query examples per task, got {Q} "
+                                 "(data.ways x data.query_shots)")
+            losses = per_example_loss(logits, batch["query_y"], "ce")  # (K, B, Q)
+            for half, sl in (("a", slice(0, None, 2)), ("b", slice(1, None, 2))):
+                out[f"loss_{half}"] = losses[..., sl].mean(dim=-1).T
+                out[f"right_{half}"] = right[..., sl].sum(dim=-1).T
+        return out
+
+    def honest_oracle(self, components: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The query-split oracle: each half of a task's query set (alternate examples) is scored at
+        the step the other half's cross-entropy chose (:func:`~l2o.stopping.rules.cross_fitted_index`);
+        the accuracy over both halves."""
+        idx_a, idx_b = cross_fitted_index(components["loss_a"], components["loss_b"])
+        rows = np.arange(len(idx_a))
+        picked = {k: v[rows, idx_a] for k, v in components.items()}
+        right = components["right_a"][rows, idx_a] + components["right_b"][rows, idx_b]
+        picked["accuracy"] = 100.0 * right / self.config.sampler.query_size
+        return picked
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
         """Mean query accuracy (%) over tasks, its 95% interval (``accuracy_ci95``), and the % of
@@ -283,14 +332,42 @@ class FewShotRegressionTask(FewShotTask):
         """Mean absolute error on the real support points."""
         return masked_mean((outputs - batch["support_y"]).abs().squeeze(-1), batch["support_mask"])
 
+    def clean_error(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Each task's noise-free error after each step: the MSE against its true function at the
+        ``clean_points`` inputs, (K, B, P + 1) -> (B, K)."""
+        net = self._learner()
+        return net.task_loss(net.predict(states, batch["clean_x"]), batch["clean_y"]).T
+
+    def oracle_losses(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Stage II's targets: the noise-free error (a property of the task, not of 10 noisy points)."""
+        return self.clean_error(states, batch)
+
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``mse``: each task's query mean squared error after each step, and ``diverged`` (1/0:
-        its inner loop had blown up and it kept its last good parameters): each (B, K)."""
-        return {"mse": self.step_losses(states, batch), "diverged": self._diverged(states).float().T}
+        """``mse``: each task's noise-free error after each step (:meth:`clean_error`, the headline
+        metric), ``query_mse``: its error on the noisy query points (the paper's query loss), and
+        ``diverged`` (1/0: its inner loop had blown up and it kept its last good parameters): each
+        (B, K)."""
+        net = self._learner()
+        per_point = per_example_loss(net.predict(states, batch["query_x"]), batch["query_y"], "mse")  # (K, B, Q)
+        out = {"mse": self.clean_error(states, batch), "query_mse": per_point.mean(dim=-1).T,
+               "diverged": self._diverged(states).float().T}
+        return out
+
+    def honest_oracle(self, components: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """Each task's step chosen on its noisy query points, scored on its noise-free error."""
+        idx = oracle_index(components["query_mse"])
+        rows = np.arange(len(idx))
+        return {k: v[rows, idx] for k, v in components.items()}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
-        """Mean query MSE over tasks, its 95% interval (``mse_ci95``), and the % of tasks whose inner
-        loop had diverged (``diverged_pct``)."""
+        """Mean noise-free MSE over tasks, its 95% interval (``mse_ci95``) and median (``mse_median``,
+        robust to the odd task that blew up), the mean error on the noisy query points
+        (``query_mse``), and the % of tasks whose inner loop had diverged (``diverged_pct``)."""
         mean, ci = mean_ci95(components["mse"], weights)
-        return {"mse": mean, "mse_ci95": ci, **_diverged_pct(components, weights)}
+        out = {"mse": mean, "mse_ci95": ci}
+        if weights is None:
+            out["mse_median"] = float(np.median(components["mse"]))
+        if "query_mse" in components:
+            out["query_mse"] = mean_ci95(components["query_mse"], weights)[0]
+        return {**out, **_diverged_pct(components, weights)}
 

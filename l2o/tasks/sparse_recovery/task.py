@@ -12,7 +12,8 @@ from torch import Tensor
 
 from l2o.models.lista import LISTA, LISTAConfig
 from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
-from l2o.tasks.base import StoppingTask
+from l2o.stopping.rules import cross_fitted_index
+from l2o.tasks.base import StopLogits, StoppingTask
 from l2o.tasks.sparse_recovery import SPEC
 from l2o.tasks.sparse_recovery.data import ProblemConfig, load_problem, write_problem
 from l2o.config import take_fields
@@ -142,9 +143,23 @@ class SparseRecoveryTask(StoppingTask):
         return squared_error(states, batch["x"]).T
 
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
-        """``se`` = ``||x_t - x*||^2`` and ``energy`` = ``||x*||^2`` (repeated per step), each (B, K)."""
+        """``se`` = ``||x_t - x*||^2`` and ``energy`` = ``||x*||^2`` (repeated per step), each (B, K);
+        with ``full`` also ``se_a`` / ``se_b``, the squared error over the even / odd coordinates of
+        the signal (the honest oracle chooses on one and scores the other)."""
         se = self.step_losses(states, batch)
-        return {"se": se, "energy": batch["x"].pow(2).sum(dim=1, keepdim=True).expand_as(se)}
+        out = {"se": se, "energy": batch["x"].pow(2).sum(dim=1, keepdim=True).expand_as(se)}
+        if full:
+            out["se_a"] = squared_error(states[..., 0::2], batch["x"][:, 0::2]).T
+            out["se_b"] = squared_error(states[..., 1::2], batch["x"][:, 1::2]).T
+        return out
+
+    def honest_oracle(self, components: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each example's even coordinates scored at the step its odd coordinates' error chose, and
+        vice versa (:func:`~l2o.stopping.rules.cross_fitted_index`): no error is chosen on itself."""
+        idx_a, idx_b = cross_fitted_index(components["se_a"], components["se_b"])
+        rows = np.arange(len(idx_a))
+        return {"se": components["se_a"][rows, idx_a] + components["se_b"][rows, idx_b],
+                "energy": components["energy"][:, -1]}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
         """NMSE (dB), ratio of means: ``10 log10(mean ||x - x*||^2 / mean ||x*||^2)``.
@@ -167,38 +182,25 @@ class SparseRecoveryTask(StoppingTask):
     def conditions(self, batch: dict[str, Tensor]) -> np.ndarray:
         return np.array([condition_name(s) for s in batch["snr"].tolist()])
 
+    def influence(self, components: dict[str, np.ndarray]) -> np.ndarray:
+        """NMSE's linearisation, ``10 log10(e) se_i / mean(se)`` (the energy term is the same for any
+        reading of the same examples and drops out of paired differences).
+
+        >>> SparseRecoveryTask.influence(None, {"se": np.array([1.0, 3.0])}).round(3).tolist()
+        [2.171, 6.514]
+        """
+        se = np.asarray(components["se"], dtype=np.float64)
+        return (10.0 / np.log(10.0)) * se / max(se.mean(), 1e-300)
+
     def policy_in_features(self) -> int:
         return 2 * self.m + self.n + 2
 
-    def stop_logit_fn(self, policy):
-        """The policy's stop logits without forming the features (same values, float rounding).
-
-        The features ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` enter the policy through
-        its linear first layer ``W = [W_y, W_r, W_x, w_p, w_q]``, so
-
-        .. math:: W f_t + b = (W_y + W_r) y + b + (W_x - W_r A) x_t + (t/T) w_p + (1 - t/T) w_q:
-
-        the ``y`` part once per example instead of once per step, no residual
-        ``y - A x_t`` (an (m x n) product per step and example), and the per-step
-        product over n inputs instead of 2m + n + 2. Gradients reach the policy's
-        weights (and the states) exactly as through the features.
-        """
+    def stop_logit_fn(self, policy) -> StopLogits:
+        """The policy's stop logits without forming the features (same values, float rounding):
+        :class:`FoldedLogits` for the MLP this task builds, the features otherwise."""
         if not isinstance(policy, StopPolicy) or policy.config.in_features != self.policy_in_features():
             return super().stop_logit_fn(policy)
-        m, n = self.m, self.n
-        W, b = policy.first_layer.weight, policy.first_layer.bias  # (H, 2m + n + 2), (H,)
-        W_y, W_r, W_x, w_p, w_q = W[:, :m], W[:, m:2 * m], W[:, 2 * m:2 * m + n], W[:, -2], W[:, -1]
-        W_meas = W_y + W_r  # (H, m)
-        W_state = W_x - W_r @ self.A  # (H, n)
-
-        def logits(batch, states, steps, num_steps):
-            pos = (steps.to(states) / num_steps).view(-1, 1, 1)  # (K, 1, 1)
-            per_example = torch.addmm(b, batch["y"], W_meas.T)  # (B, H)
-            per_step = pos * w_p + (1.0 - pos) * w_q  # (K, 1, H)
-            first = (states @ W_state.T).add_(per_example).add_(per_step)  # (K, B, H)
-            return policy.head(first)
-
-        return logits
+        return FoldedLogits(policy, self.A)
 
     def policy_features(self, batch, states, steps, num_steps):
         """``[y, y - A x_t, x_t, t/T, 1 - t/T]``: states (K, B, n) -> (K, B, 2m+n+2)."""
@@ -223,6 +225,40 @@ class SparseRecoveryTask(StoppingTask):
         noise_std = clean.std(dim=1, correction=0, keepdim=True) * 10.0 ** (-snr[:, None] / 20.0)
         y = clean + noise_std * torch.randn(batch_size, self.m, generator=generator)
         return {"y": y, "x": x, "snr": snr}
+
+
+class FoldedLogits(StopLogits):
+    """The MLP policy on ``[y, y - A x_t, x_t, t/T, 1 - t/T]`` with its first layer folded.
+
+    The features enter the policy through its linear first layer ``W = [W_y, W_r, W_x, w_p, w_q]``, so
+
+    .. math:: W f_t + b = (W_y + W_r) y + b + (W_x - W_r A) x_t + (t/T) w_p + (1 - t/T) w_q:
+
+    the ``y`` part is the per-example context (computed once per batch, it leaves early exit with
+    its rows), no residual ``y - A x_t`` (an (m x n) product per step and example) is formed, and
+    the per-step product runs over n inputs instead of 2m + n + 2. Gradients reach the policy's
+    weights (and the states) exactly as through the features. A step costs ``n H_1`` multiply-adds
+    of the first layer plus the rest of the MLP (LISTA's step: ``m n + n^2``).
+    """
+
+    def __init__(self, policy: StopPolicy, A: Tensor):
+        self.policy = policy
+        m, n = A.shape
+        W = policy.first_layer.weight  # (H, 2m + n + 2)
+        W_y, W_r, W_x = W[:, :m], W[:, m:2 * m], W[:, 2 * m:2 * m + n]
+        self.w_p, self.w_q, self.b = W[:, -2], W[:, -1], policy.first_layer.bias
+        self.W_meas = W_y + W_r  # (H, m)
+        self.W_state_T = (W_x - W_r @ A).T.contiguous()  # (n, H)
+
+    def context(self, batch):
+        """``(W_y + W_r) y + b`` per example, (B, H)."""
+        return torch.addmm(self.b, batch["y"], self.W_meas.T)
+
+    def logits(self, ctx, states, steps, num_steps, summaries=None):
+        pos = (steps.to(states) / num_steps).view(-1, 1, 1)  # (K, 1, 1)
+        per_step = pos * self.w_p + (1.0 - pos) * self.w_q  # (K, 1, H)
+        first = (states @ self.W_state_T).add_(ctx).add_(per_step)  # (K, B, H)
+        return self.policy.head(first)
 
 
 class _SquaredError(torch.autograd.Function):
