@@ -10,7 +10,11 @@ CORES ?= 2
 # and the report says BM3D is absent).
 EXTRAS ?= test,cluster,bm3d
 
-.PHONY: setup run test test-fast bench report-open clean
+# The default run's content before it was cut to a quarter of an hour: Stage III and AEVB, the
+# lambda sweep and the classical curve (overlays of config.yaml; see its header).
+FULL_OVERLAYS ?= configs/table3.yaml configs/lambda-sweep.yaml configs/classical-curve.yaml
+
+.PHONY: setup run run-full test test-fast bench report-open clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES)
+
+run-full: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile config.yaml $(FULL_OVERLAYS)
 
 test: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest

@@ -319,8 +319,31 @@ class MAML(StepModel):
         finite values)."""
         if not bool(keep.all()):
             theta = torch.where(keep, theta, torch.zeros_like(theta))
-        in_dims = (0, 0, 0, None if mask is None else 0)
-        return vmap(grad_and_value(self._support_loss), in_dims=in_dims)(theta, x, y, mask)
+        step = vmap(grad_and_value(self._support_loss), in_dims=(0, 0, 0, None))
+        groups = self._size_groups(mask) if mask is not None and self.group_by_size else None
+        if groups is None:
+            if mask is None:
+                return step(theta, x, y, None)
+            return vmap(grad_and_value(self._support_loss), in_dims=(0, 0, 0, 0))(theta, x, y, mask)
+        parts = [step(theta[rows], x[rows, :n], y[rows, :n], None) for n, rows in groups]
+        order = torch.cat([rows for _, rows in groups])
+        back = torch.empty_like(order)
+        back[order] = torch.arange(len(order), device=order.device)
+        return torch.cat([g for g, _ in parts])[back], torch.cat([v for _, v in parts])[back]
+
+    #: take each inner step on the tasks of one support size at a time, on their real examples only
+    #: (no padding work); the masked computation over the padded batch gives the same values
+    group_by_size: bool = True
+
+    @staticmethod
+    def _size_groups(mask: Tensor) -> list[tuple[int, Tensor]] | None:
+        """``[(n, rows of the tasks with n real support examples)]`` when every task's real examples
+        come first (as the samplers lay them out), else None (the masked path)."""
+        counts = mask.sum(dim=1).round().to(torch.long)  # (B,)
+        S = mask.shape[1]
+        if not bool((mask > 0).eq(torch.arange(S, device=mask.device) < counts.unsqueeze(1)).all()):
+            return None
+        return [(int(n), (counts == n).nonzero().flatten()) for n in counts.unique().tolist()]
 
     def diverged(self, states: Tensor) -> Tensor:
         """Which tasks' inner loop had diverged by each state: (..., B, P + 1) -> (..., B) bool.

@@ -208,6 +208,36 @@ def test_tasks_with_different_shots_in_one_padded_batch(rng):
     assert torch.allclose(states[:, 0], alone[:, 0], atol=1e-12)
 
 
+@pytest.mark.parametrize("which", ["mlp", "conv4"])
+def test_grouping_tasks_by_support_size_equals_the_masked_padded_batch(rng, which, monkeypatch):
+    """Tasks of 1, 3, 3 and 4 real support examples (padding last, holding garbage): the inner steps
+    taken per support size on the real rows only give the masked computation's states, summaries
+    and second-order meta-gradients."""
+    model = mlp_maml(T=3) if which == "mlp" else conv_maml(T=2)
+    inputs, _ = regression_tasks(rng, B=4, S=4) if which == "mlp" else classification_tasks(rng, B=4)
+    S = inputs["support_mask"].shape[1]
+    counts = [1, 3, 3, S]
+    inputs["support_mask"] = (torch.arange(S) < torch.tensor(counts).unsqueeze(1)).to(F64)
+    inputs["support_x"] = torch.where(inputs["support_mask"].reshape(4, S, *[1] * (inputs["support_x"].dim() - 2)) > 0,
+                                      inputs["support_x"], torch.full_like(inputs["support_x"], 1e3))
+    assert model._size_groups(inputs["support_mask"]) is not None
+    grouped, grouped_summ = model(inputs, summaries=True)
+    g_grouped = meta_grad(model, model.predict(grouped[-1], inputs["query_x"]).square().sum())
+    monkeypatch.setattr(MAML, "group_by_size", False)
+    masked, masked_summ = model(inputs, summaries=True)
+    g_masked = meta_grad(model, model.predict(masked[-1], inputs["query_x"]).square().sum())
+    assert torch.allclose(grouped, masked, atol=1e-10)
+    assert torch.allclose(grouped_summ, masked_summ, atol=1e-10)
+    assert torch.allclose(g_grouped, g_masked, atol=1e-8)
+
+
+def test_a_mask_with_padding_first_is_not_grouped():
+    mask = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    assert MAML._size_groups(mask) is None
+    groups = MAML._size_groups(torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]))
+    assert [(n, rows.tolist()) for n, rows in groups] == [(1, [0, 2]), (2, [1])]
+
+
 def test_predict_mask_keeps_padded_queries_out_of_the_statistics(rng):
     model = conv_maml()
     inputs, _ = classification_tasks(rng, B=2, Q=2)

@@ -16,7 +16,7 @@ rule classical:
         "logs/{task}/classical.log",
     benchmark:
         "benchmarks/{task}/classical.tsv"
-    threads: 2
+    threads: rule_threads("classical")
     conda:
         ENV
     script:
@@ -36,7 +36,7 @@ rule baseline:
         "logs/{task}/seed{seed}/baseline.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/baseline.tsv"
-    threads: 2
+    threads: rule_threads("baseline")
     resources:
         gpu=1,
     conda:
@@ -57,7 +57,7 @@ rule matched:
         "logs/{task}/seed{seed}/matched.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/matched.tsv"
-    threads: 2
+    threads: rule_threads("matched")
     resources:
         gpu=1,
     conda:

@@ -26,14 +26,14 @@ def check_tasks():
         if name not in REGISTERED:
             raise ValueError(f"tasks: unknown task {name!r}; registered tasks: {sorted(REGISTERED)} "
                              "(l2o/tasks/registry.py)")
-    known = {"tasks", "seeds", "tracking"} | set(REGISTERED)
+    known = {"tasks", "seeds", "tracking", "threads"} | set(REGISTERED)
     unknown = sorted(set(config) - known)
     if {"problem", "model", "stage1"} & set(unknown):
         raise ValueError(f"config sections {unknown} are in the old flat layout: put each task's sections under "
                          "its name (sparse_recovery: {data: ..., model: ..., stage1: ...}; 'problem' is now 'data'), "
                          "as config.yaml does")
     if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; top-level keys are tasks, seeds, tracking "
+        raise ValueError(f"unknown config section(s) {unknown}; top-level keys are tasks, seeds, tracking, threads "
                          f"and the section of a registered task ({sorted(REGISTERED)})")
 
 
@@ -48,7 +48,26 @@ def validate_task_section(name, section):
         raise ValueError(f"config section {name!r} is invalid: {err}") from None
 
 
+def rule_threads(rule):
+    """The threads of a rule's jobs (config key ``threads.<rule>``)."""
+    return int(config["threads"][rule])
+
+
+def check_threads():
+    """On a local run, no rule may ask for more threads than ``--cores`` gives (Snakemake would
+    silently run it on fewer): an error naming the key, before any job."""
+    cores = getattr(workflow, "_cores", None)
+    if not workflow.local_exec or workflow.remote_exec or not isinstance(cores, int):
+        return
+    over = {rule: n for rule, n in config["threads"].items() if int(n) > cores}
+    if over:
+        keys = ", ".join(f"threads.{rule} = {n}" for rule, n in sorted(over.items()))
+        raise ValueError(f"{keys}: more threads than the {cores} core(s) of this run (--cores {cores}); "
+                         f"lower it in the config or give snakemake more cores")
+
+
 check_tasks()
+check_threads()
 for _name in TASK_NAMES:
     config.setdefault(_name, {})
     validate_task_section(_name, config[_name])

@@ -10,7 +10,7 @@ rule data:
         "logs/{task}/data.log",
     benchmark:
         "benchmarks/{task}/data.tsv"
-    threads: 1
+    threads: rule_threads("data")
     conda:
         ENV
     script:

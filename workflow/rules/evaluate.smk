@@ -13,7 +13,7 @@ rule evaluate:
         "logs/{task}/seed{seed}/evaluate.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/evaluate.tsv"
-    threads: 2
+    threads: rule_threads("evaluate")
     conda:
         ENV
     script:

@@ -11,7 +11,7 @@ rule finetune:
         "logs/{task}/seed{seed}/finetune.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/finetune.tsv"
-    threads: 2
+    threads: rule_threads("finetune")
     resources:
         gpu=1,
     conda:
@@ -34,7 +34,7 @@ rule aevb:
         "logs/{task}/seed{seed}/aevb.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/aevb.tsv"
-    threads: 2
+    threads: rule_threads("aevb")
     resources:
         gpu=1,
     conda:

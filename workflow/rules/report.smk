@@ -16,7 +16,7 @@ rule report:
         config=report_config(),
     log:
         "logs/report.log",
-    threads: 1
+    threads: rule_threads("report")
     conda:
         ENV
     script:

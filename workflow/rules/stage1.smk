@@ -10,7 +10,7 @@ rule stage1:
         "logs/{task}/seed{seed}/stage1.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/stage1.tsv"
-    threads: 2
+    threads: rule_threads("stage1")
     resources:
         gpu=1,
     conda:

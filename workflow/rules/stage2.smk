@@ -12,7 +12,7 @@ rule stage2:
         "logs/{task}/seed{seed}/stage2.log",
     benchmark:
         "benchmarks/{task}/seed{seed}/stage2.tsv"
-    threads: 2
+    threads: rule_threads("stage2")
     resources:
         gpu=1,
     conda:
