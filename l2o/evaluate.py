@@ -172,9 +172,17 @@ def run_models(
                 timing = timing_batches(job, split, timing_examples)
                 info["timing_examples"] = sum(len(next(iter(b.values()))) for b in timing)
                 t0 = time.perf_counter()
-                info["depth_seconds"] = depth_seconds(job, net, timing, timing_repeats)
-                info["plain_seconds"] = info["depth_seconds"][-1]
-                log.info("evaluate: %s timed at every depth in %.1f s", method, time.perf_counter() - t0)
+                also = {}
+                if stopping:  # early exit at the checkpoint's rule, timed in the same rounds as the depths
+                    rule = rules[main_rule]["rule"]
+                    also["early_exit"] = lambda b: predict_early_exit(job, net, policy, b, candidates, rule=rule)
+                depths = depth_seconds(job, net, timing, timing_repeats, also)
+                info["depth_seconds"] = list(depths)
+                info["plain_seconds"] = depths[-1]
+                if stopping:
+                    info["stop_seconds"] = info["early_exit_seconds"] = depths.also_seconds["early_exit"]
+                log.info("evaluate: %s timed at every depth%s in %.1f s", method, " and with early exit" if stopping
+                         else "", time.perf_counter() - t0)
             if not stopping:
                 rows += _rows(job, method, out.at_step(net.num_steps), out.conditions, mixed)
                 rows += _rows(job, method, out.at(out.oracle_losses.argmin(dim=1).numpy()), out.conditions, mixed,
@@ -207,18 +215,14 @@ def run_models(
             info.update(_curves(job, out, q, stops[""], candidates, net.num_steps))
             info["sampled_mean_stop_by_condition"] = mean_over(stops["_sampled"].astype(float), out.conditions)
             t0 = time.perf_counter()
-            rule = rules[main_rule]["rule"]
-            n_checked = check_early_exit(job, net, policy, timing, candidates, rule, out.logits)
-            info["stop_seconds"] = early_exit_seconds(job, net, policy, timing, candidates, rule,
-                                                      repeats=timing_repeats)
-            info["early_exit_seconds"] = info["stop_seconds"]
+            n_checked = check_early_exit(job, net, policy, timing, candidates, rules[main_rule]["rule"], out.logits)
             info.update(early_exit_checked=n_checked, early_exit_agrees=True)
             for point in info.get("capped_points", []):
                 point["seconds"] = early_exit_seconds(job, net, policy, timing, candidates,
                                                       StopRule("threshold", point["tau"], "tuned"), repeats=1)
-            log.info("evaluate: %s early exit checked on %d examples and timed in %.1f s (%.3g s vs %.3g s per "
-                     "example at step T)", method, n_checked, time.perf_counter() - t0, info["stop_seconds"],
-                     info["plain_seconds"])
+            log.info("evaluate: %s early exit checked on %d examples, capped thresholds timed, in %.1f s (early exit "
+                     "%.3g s vs %.3g s per example for the plain model to T)", method, n_checked,
+                     time.perf_counter() - t0, info["stop_seconds"], info["plain_seconds"])
         curves[method] = info
     df = write_table(rows, out_table, seed)
     write_json_atomic(curves, out_json)

@@ -150,13 +150,26 @@ def _examples(batches: list[dict]) -> int:
 
 
 @torch.no_grad()
-def depth_seconds(task, net, batches: list[dict], repeats: int = 3) -> list[float]:
+def depth_seconds(task, net, batches: list[dict], repeats: int = 3, also=None) -> list[float]:
     """Seconds per example to compute the output at each fixed depth 1..T alone, (T,), from one
     instrumented step-wise pass per repeat: the time of steps 1..d plus the read-out at d (the
     read-outs of other depths not counted). Depth T is the plain model run to T. The median of
-    ``repeats`` passes, after a warm-up pass."""
+    ``repeats`` passes, after a warm-up pass.
+
+    ``also``: ``{name: fn(batch)}`` timed in the same rounds, each pass of each right after the
+    depth pass (the passes alternate, so that a neighbour's load on a shared machine falls on both
+    alike); their medians in seconds per example are stored in ``also_seconds`` on the returned list."""
     T = net.num_steps
     sync = _sync_for(batches[0])
+    also = also or {}
+
+    def time_fn(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for b in batches:
+            fn(b)
+        sync()
+        return (time.perf_counter() - t0) / _examples(batches)
 
     def one_pass() -> np.ndarray:
         step, read = np.zeros(T), np.zeros(T)
@@ -178,7 +191,22 @@ def depth_seconds(task, net, batches: list[dict], repeats: int = 3) -> list[floa
         return (np.cumsum(step) + read) / _examples(batches)
 
     one_pass()  # warm-up
-    return [float(v) for v in np.median([one_pass() for _ in range(max(int(repeats), 1))], axis=0)]
+    for fn in also.values():
+        fn(batches[0])
+    passes, others = [], {name: [] for name in also}
+    for _ in range(max(int(repeats), 1)):
+        passes.append(one_pass())
+        for name, fn in also.items():
+            others[name].append(time_fn(fn))
+    out = DepthSeconds(float(v) for v in np.median(passes, axis=0))
+    out.also_seconds = {name: float(np.median(v)) for name, v in others.items()}
+    return out
+
+
+class DepthSeconds(list):
+    """The seconds per example of each depth (a list), with the seconds of what was timed beside it."""
+
+    also_seconds: dict
 
 
 def early_exit_seconds(task, net, policy, batches: list[dict], candidates: list[int], rule=None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2o.io import atomic_path, write_text_atomic
+from l2o.report.answer import answer_section
 from l2o.report.render import render_html, render_markdown
 from l2o.report.results import TaskInputs, load_task_results
 from l2o.report.sections import (
@@ -59,7 +60,7 @@ def build_report(
     with atomic_path(out_summary) as tmp:
         summary.to_csv(tmp, index=False)
 
-    parts = []
+    parts = [(None, [answer_section(results)])]
     for res in results:
         module = importlib.import_module(res.spec.report) if res.spec.report else None
         parts.append((res.spec.title, module.sections(res) if module else generic_sections(res)))

@@ -24,6 +24,29 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def slug(title: str) -> str:
+    """A heading's anchor, as GitHub and the HTML page make it.
+
+    >>> slug("What does stopping buy? Accuracy against compute")
+    'what-does-stopping-buy-accuracy-against-compute'
+    """
+    import re
+
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def contents(parts: list[tuple[str | None, list[Section]]]) -> list[tuple[int, str]]:
+    """``(level, title)`` of the headings a table of contents lists: every part, and the sections
+    of the parts without a heading of their own."""
+    out = []
+    for heading, sections in parts:
+        if heading:
+            out.append((2, heading))
+        else:
+            out += [(2, name) for name, _ in sections]
+    return out
+
+
 def walk(parts: list[tuple[str | None, list[Section]]]):
     """``(level, title)`` of every heading in order (level 2 for a part, 3 for its sections; 2 for the
     sections of a part without a heading), each section's title followed by its items: yields
@@ -41,7 +64,7 @@ def walk(parts: list[tuple[str | None, list[Section]]]):
 
 def render_markdown(title: str, parts: list[tuple[str | None, list[Section]]], md_path: Path) -> str:
     """The report as Markdown; figures linked relative to ``md_path``."""
-    out = [f"# {title}\n"]
+    out = [f"# {title}\n", "Contents:\n", "\n".join(f"- [{t}](#{slug(t)})" for _, t in contents(parts)) + "\n"]
     base = md_path.parent.resolve()
     for kind, level, it in walk(parts):
         if kind == "heading":
@@ -59,10 +82,11 @@ def render_markdown(title: str, parts: list[tuple[str | None, list[Section]]], m
 
 def render_html(title: str, parts: list[tuple[str | None, list[Section]]]) -> str:
     """The report as one self-contained HTML page (figures embedded)."""
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    body = [f"<h1>{html.escape(title)}</h1>", "<p>Contents:</p><ul>"
+            + "".join(f'<li><a href="#{slug(t)}">{html.escape(t)}</a></li>' for _, t in contents(parts)) + "</ul>"]
     for kind, level, it in walk(parts):
         if kind == "heading":
-            body.append(f"<h{level}>{html.escape(it)}</h{level}>")
+            body.append(f'<h{level} id="{slug(it)}">{html.escape(it)}</h{level}>')
         elif isinstance(it, pd.DataFrame):
             body.append(it.to_html(index=False, border=0, classes="t", escape=True))
         elif isinstance(it, Path):

@@ -79,9 +79,11 @@ def gain_rows(table: pd.DataFrame, methods: list[str], metric: str, higher_is_be
               floor: float = MIN_POSSIBLE_GAIN) -> pd.DataFrame:
     """What stopping gains over the last step, per stopping method and condition of one seed's table.
 
-    ``gain_possible``: the oracle's best step vs the last step; ``gain_captured``: the
-    learned stop vs the last step (both in the metric's units, positive = better);
-    ``gain_captured_pct``: their ratio in %, NaN when the possible gain is below ``floor``
+    ``gain_possible``: the honest oracle's step (chosen on data it is not scored on; the optimistic
+    oracle's where the task has no honest one) vs the last step; ``gain_possible_optimistic``: the
+    oracle that chooses on the scored data itself (an upper bound); ``gain_captured``: the
+    learned stop vs the last step (all in the metric's units, positive = better);
+    ``gain_captured_pct``: captured / possible in %, NaN when the possible gain is below ``floor``
     (the task's; :data:`MIN_POSSIBLE_GAIN` by default).
     """
     sign = 1.0 if higher_is_better else -1.0
@@ -92,11 +94,14 @@ def gain_rows(table: pd.DataFrame, methods: list[str], metric: str, higher_is_be
             v = sub[sub.condition == cond].set_index("metric")["value"]
             if not {metric, f"{metric}_last", f"{metric}_oracle"} <= set(v.index):
                 continue
-            possible = sign * (v[f"{metric}_oracle"] - v[f"{metric}_last"])
+            optimistic = sign * (v[f"{metric}_oracle"] - v[f"{metric}_last"])
+            honest_key = f"{metric}_oracle_honest"
+            possible = sign * (v[honest_key] - v[f"{metric}_last"]) if honest_key in v.index else optimistic
             captured = sign * (v[metric] - v[f"{metric}_last"])
             share = 100.0 * captured / possible if possible >= floor else float("nan")
             base = {"task": sub.task.iloc[0], "method": method, "condition": cond, "seed": sub.seed.iloc[0]}
             rows += [{**base, "metric": "gain_possible", "value": possible},
+                     {**base, "metric": "gain_possible_optimistic", "value": optimistic},
                      {**base, "metric": "gain_captured", "value": captured},
                      {**base, "metric": "gain_captured_pct", "value": share}]
     return pd.DataFrame(rows)

@@ -48,6 +48,19 @@ def stopping_points(table: pd.DataFrame, info: dict, method: str, metric: str, s
     return rows
 
 
+def capped_rows(info: dict, method: str, seed: int) -> list[dict]:
+    """The learned stop with its threshold tuned on validation under mean-stop caps (no retraining):
+    more points of the "learned stop" curve, each timed with real early exit."""
+    rows = []
+    for p in info.get("capped_points") or []:
+        for cond, value in p["metric"].items():
+            rows.append({"curve": "learned stop", "method": method,
+                         "setting": f"tau {p['tau']:.3g} (mean stop <= {p['cap']:g})", "condition": cond,
+                         "seed": seed, "value": float(value), "steps": p["steps"][cond],
+                         "seconds": p.get("seconds", np.nan), "seconds_measured": "seconds" in p})
+    return rows
+
+
 def _mean_stops(table: pd.DataFrame, method: str) -> dict[str, float]:
     sub = table[(table.method == method) & (table.metric == "mean_stop")]
     return dict(zip(sub.condition, sub.value.astype(float)))

@@ -56,13 +56,17 @@ def draw_oracle_steps(
     beta: float,
     log_prior: Tensor | None = None,
     generator: torch.Generator | None = None,
+    mass_floor: float = 0.0,
 ) -> Tensor:
-    """One step per example drawn from the oracle ``q*`` of its losses: (B, K) -> (B, 1) long, 0-based.
+    """One step per example drawn from the oracle ``q*`` of its losses (mixed with the uniform by
+    ``mass_floor``): (B, K) -> (B, 1) long, 0-based.
 
     Drawn on the CPU, so that a CPU generator gives the same draws on any device.
     """
     with torch.no_grad():
         q = oracle_log_distribution(losses.detach(), beta, log_prior).exp()
+        if mass_floor:
+            q = (1.0 - mass_floor) * q + mass_floor / q.shape[1]
         return torch.multinomial(q.cpu(), 1, generator=generator).to(losses.device)
 
 
@@ -76,21 +80,53 @@ def no_entropy_loss(losses: Tensor, beta: float, log_prior: Tensor | None = None
     return (q * losses).sum(dim=1).mean()
 
 
+def check_mass_floor(floor, key: str = "stage1.mass_floor") -> float:
+    """``floor`` as a float in [0, 1) (``ValueError`` naming ``key``).
+
+    >>> check_mass_floor(0.1)
+    0.1
+    """
+    try:
+        value = float(floor)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number in [0, 1), got {floor!r}") from None
+    if isinstance(floor, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} must be a number in [0, 1), got {floor!r}")
+    return value
+
+
 def stage1_loss(
     name: str,
     losses: Tensor,
     beta: float,
     log_prior: Tensor | None = None,
     generator: torch.Generator | None = None,
+    mass_floor: float = 0.0,
 ) -> Tensor:
-    """Dispatch on the Stage I loss name (one of :data:`STAGE1_LOSSES`)."""
+    """Dispatch on the Stage I loss name (one of :data:`STAGE1_LOSSES`).
+
+    ``mass_floor`` = eps > 0 mixes the loss with the mean over steps, ``(1 - eps) loss + eps mean_t l_t``:
+    its gradient weights step t by ``(1 - eps) q*_t + eps / K``, so every step receives gradient even
+    where ``q*`` underflows to 0 (a sharp oracle trains only the steps it already favours; with Adam a
+    step's own parameters then learn at full speed whatever the size of that weight). 0: the paper's.
+
+    >>> losses = torch.tensor([[0.0, 100.0]], requires_grad=True)
+    >>> stage1_loss("full", losses, beta=0.1, mass_floor=0.1).backward()
+    >>> losses.grad
+    tensor([[0.9500, 0.0500]])
+    """
+    if name not in STAGE1_LOSSES:
+        raise ValueError(f"unknown Stage I loss {name!r}; choose one of {STAGE1_LOSSES}")
+    eps = check_mass_floor(mass_floor)
     if name == "full":
-        return soft_min_loss(losses, beta, log_prior)
-    if name == "sampled":
-        return sampled_oracle_loss(losses, beta, log_prior, generator)
-    if name == "no_entropy":
-        return no_entropy_loss(losses, beta, log_prior)
-    raise ValueError(f"unknown Stage I loss {name!r}; choose one of {STAGE1_LOSSES}")
+        loss = soft_min_loss(losses, beta, log_prior)
+    elif name == "sampled":
+        loss = sampled_oracle_loss(losses, beta, log_prior, generator)
+    else:
+        loss = no_entropy_loss(losses, beta, log_prior)
+    if eps == 0.0:
+        return loss
+    return (1.0 - eps) * loss + eps * losses.mean(dim=1).mean()
 
 
 def joint_objective(

@@ -148,6 +148,12 @@ class StoppingTask(ABC):
     def eval_batches(self, split: str) -> Iterator[dict[str, Tensor]]:
         """A fixed set (``val``, ``test``, ...) as batches on the device, always in the same order."""
 
+    def candidate_batches(self) -> Iterator[dict[str, Tensor]]:
+        """The examples Stage II picks its candidate steps on (the steps where the oracle's mean mass on
+        them exceeds ``policy.candidate_threshold``): by default the validation set. A task whose
+        validation set has few examples (a handful of images) gives more here."""
+        yield from self.eval_batches("val")
+
     def eval_splits(self) -> dict[str, bool]:
         """The evaluation sets, each mapped to whether it has a ``mixed`` (all examples) condition."""
         return {"test": True}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from l2o.stopping.objectives import STAGE1_LOSSES, stage1_loss
+from l2o.stopping.objectives import STAGE1_LOSSES, check_mass_floor, stage1_loss
 from l2o.stopping.oracle import check_beta
 from l2o.stopping.prior import (
     as_log_prior,
@@ -41,19 +41,21 @@ INITS = ("scratch", "baseline")
 
 
 def sampled_step_loss(task, net, batch, beta: float, generator: torch.Generator,
-                      log_prior: torch.Tensor | None = None) -> torch.Tensor:
+                      log_prior: torch.Tensor | None = None, mass_floor: float = 0.0) -> torch.Tensor:
     """Stage I ``sampled`` with the memory of one step (paper App. B.2.2): every step's loss is
     computed without a graph to form ``q*``, a step ``t ~ q*`` is drawn per example, and only the
     drawn steps' losses are recomputed with their graph (the model runs to the latest drawn step;
     the loss, e.g. MAML's query forward, is taken at one step per example). Same gradient in
     expectation as the soft-min; one extra forward pass without a graph. ``log_prior`` (T,) is the
-    oracle's prior over the steps (None: uniform)."""
+    oracle's prior over the steps (None: uniform). ``mass_floor`` eps draws from ``(1 - eps) q* + eps / T``
+    (the sampled form of :func:`~l2o.stopping.objectives.stage1_loss`'s floor)."""
     from l2o.stopping.objectives import draw_oracle_steps
 
     inputs = task.model_inputs(batch)
     with torch.no_grad():
         losses = task.step_losses(net(inputs), batch)
-        idx = draw_oracle_steps(losses, beta, as_log_prior(log_prior, losses), generator=generator).squeeze(1)
+        idx = draw_oracle_steps(losses, beta, as_log_prior(log_prior, losses), generator=generator,
+                                mass_floor=mass_floor).squeeze(1)
     states = net(inputs, list(range(1, int(idx.max()) + 2)))  # (t_max, B, ...), with the graph
     picked = states[idx.to(states.device), torch.arange(states.shape[1], device=states.device)]
     return task.step_losses(picked.unsqueeze(0), batch).mean()
@@ -68,9 +70,11 @@ class Stage1Config(OptimConfig):
     init: str = "scratch"
     prior_lambda: float = 0.0
     prior_cost: str = "steps"
+    mass_floor: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        self.mass_floor = check_mass_floor(self.mass_floor)
         self.prior_lambda = check_prior_lambda(self.prior_lambda, "prior_lambda")
         check_prior_cost(self.prior_cost, "prior_cost")
         if self.loss not in STAGE1_LOSSES:
@@ -118,9 +122,10 @@ def run(
 
     def loss_fn(batch):
         if cfg.loss == "sampled":
-            return sampled_step_loss(job, net, batch, cfg.beta, gen, log_prior)
+            return sampled_step_loss(job, net, batch, cfg.beta, gen, log_prior, cfg.mass_floor)
         losses = job.step_losses(net(job.model_inputs(batch)), batch)
-        return stage1_loss(cfg.loss, losses, cfg.beta, as_log_prior(log_prior, losses), generator=gen)
+        return stage1_loss(cfg.loss, losses, cfg.beta, as_log_prior(log_prior, losses), generator=gen,
+                           mass_floor=cfg.mass_floor)
 
     result = fit(
         stage="stage1",

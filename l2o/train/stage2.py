@@ -32,7 +32,6 @@ from l2o.stopping.rules import check_rule
 from l2o.stopping.prior import as_log_prior, check_prior_lambda, compute_log_prior, prior_from_checkpoint, prior_record
 from l2o.tasks.base import model_outputs
 from l2o.train.common import (
-    collect,
     file_digest,
     finish_stage,
     fingerprint,
@@ -64,11 +63,14 @@ class Stage2Config(OptimConfig):
 
 def candidate_steps_from_oracle(task, model, beta: float, threshold,
                                 log_prior: torch.Tensor | None = None) -> tuple[list[int], torch.Tensor]:
-    """Candidate steps from the mean oracle mass of ``model`` on the validation set; also returns the mass (T,).
+    """Candidate steps from the mean oracle mass of ``model`` on the task's candidate batches (the validation
+    set unless the task gives more: :meth:`~l2o.tasks.base.StoppingTask.candidate_batches`); also returns the mass (T,).
 
     ``log_prior`` (T,): the oracle's prior over all T steps (None: uniform).
     """
-    losses = collect(task, model, "val").losses.double()
+    with torch.no_grad():
+        losses = torch.cat([task.oracle_losses(model(task.model_inputs(b)), b).double().cpu()
+                            for b in task.candidate_batches()])
     mass = oracle_log_distribution(losses, beta, as_log_prior(log_prior, losses)).exp().mean(dim=0)
     return select_candidate_steps(mass, threshold), mass
 

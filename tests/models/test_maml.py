@@ -427,3 +427,33 @@ def test_a_converged_task_is_not_a_diverged_one():
     states = model(dict(support_x=x, support_y=y))
     assert torch.equal(states[0], states[-1])  # the state repeats
     assert not model.diverged(states).any()
+
+
+def test_max_growth_flags_a_gradual_blow_up_under_the_step_length_bound(monkeypatch):
+    """A planted inner loop whose parameters grow by 30% a step (each step far under the step-length
+    bound, max_step_ratio 10) blows up gradually: only the distance from theta_0 (max_growth) catches it.
+    Task 1 grows, task 0 stays put; the flag rises at the first step past the bound and the task keeps
+    the parameters it had."""
+    torch.manual_seed(0)
+    cfg = dict(net=dict(kind="mlp", hidden=[8], out_features=1), num_steps=8, inner_lr=0.1, loss="mse")
+    inputs = dict(support_x=torch.zeros(2, 3, 1, dtype=F64), support_y=torch.zeros(2, 3, 1, dtype=F64))
+
+    def growing(self, theta, keep, x, y, mask):  # grads that make theta_t = 1.3 theta_{t-1} for task 1
+        grads = torch.zeros_like(theta)
+        grads[1] = -0.3 * theta[1] / self.config.inner_lr
+        return torch.where(keep, grads, torch.zeros_like(grads)), theta.new_ones(theta.shape[0])
+
+    monkeypatch.setattr(MAML, "_support_grads", growing)
+    loose = MAML(MAMLConfig(**cfg)).double()
+    states = loose(inputs)
+    assert not loose.diverged(states).any()  # the step-length bound never fires
+    theta0 = loose.flat().detach()
+    grown = (loose.params(states)[:, 1].detach() - theta0).norm(dim=-1)
+    assert float(grown[-1]) > 3 * (float(theta0.norm()) + 1)  # yet task 1 travelled far
+    strict = MAML(MAMLConfig(**cfg, max_growth=1.0)).double()
+    strict.load_state_dict(loose.state_dict())
+    states = strict(inputs)
+    flags = strict.diverged(states)
+    first = int((grown > 1.0 * (float(theta0.norm()) + 1)).nonzero()[0])  # the first step past the bound
+    assert not flags[:first, 1].any() and flags[first:, 1].all() and not flags[:, 0].any()
+    assert torch.equal(states[-1, 1], states[first - 1, 1].clone().index_fill_(0, torch.tensor([strict.num_params]), 1.0))

@@ -51,6 +51,41 @@ def test_ablation_overlay_on_the_default_config(tmp_path):
     assert not any(task == DN for _, task in jobs)  # the overlay runs sparse recovery only
 
 
+#: what each overlay of config.yaml adds to the default run's plan: {(rule, task): jobs}
+OVERLAY_ADDS = {
+    "configs/table3.yaml": {("finetune", SR): 1, ("aevb", SR): 1, ("finetune", DN): 1},
+    "configs/lambda-sweep.yaml": {**{("ablation_stage2", t): 2 for t in TASKS},
+                                  **{("ablation_evaluate", t): 2 for t in TASKS}},
+    "configs/classical-curve.yaml": {},  # the same jobs, other params (more budgets)
+    "configs/paper-policies.yaml": {**{("ablation_stage2", t): 1 for t in TASKS},
+                                    **{("ablation_evaluate", t): 1 for t in TASKS}},
+}
+
+
+def test_overlays_compose_with_the_default(tmp_path):
+    """Each overlay, and all of them together (make run-full's and more), plans the default's jobs plus
+    its own, and nothing else."""
+    work = copy_workflow(tmp_path, "config.yaml")
+    default = planned_task_jobs(work)
+    assert not any(r in ("finetune", "aevb") or r.startswith("ablation") for r, _ in default)
+    total = dict(default)
+    for overlay, adds in OVERLAY_ADDS.items():
+        jobs = planned_task_jobs(work, "--configfile", "config.yaml", overlay)
+        assert jobs == {**default, **adds}, overlay
+        for key, n in adds.items():
+            total[key] = total.get(key, 0) + n
+    every = planned_task_jobs(work, "--configfile", "config.yaml", *OVERLAY_ADDS)
+    assert every == total
+
+
+def test_a_thread_count_above_the_cores_fails_before_any_job(tmp_path):
+    work = copy_workflow(tmp_path, extra={"threads": {"stage1": 3}})
+    proc = run_snakemake(work, "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert "threads.stage1 = 3" in proc.stdout + proc.stderr and "--cores 2" in proc.stdout + proc.stderr
+    assert not (work / "results").exists()
+
+
 def test_summary_rows(tiny_run):
     summary = pd.read_csv(tiny_run / "results/summary.csv")
     assert list(summary.columns) == ["task", "method", "condition", "metric", "value", "ci95", "n_seeds", "curve",

@@ -32,6 +32,8 @@ from l2o.tasks.denoising.patches import PatchSampler
 from l2o.tasks.denoising.metrics import checkerboard_sse, psnr, psnr_of_sse, ssim_per_step
 from l2o.tasks.denoising.policy import PooledLogits, check_kind, fast_in_features
 
+#: validation patches Stage II picks the candidate heads on (:meth:`DenoisingTask.candidate_batches`)
+CANDIDATE_PATCHES = 512
 SHOWCASE_SIGMA = 65.0  # the picture row of the report: an unseen noise level (paper Table 6's *65)
 
 
@@ -100,6 +102,16 @@ class DenoisingTask(StoppingTask):
         if split not in self._sets:
             self._sets[split] = [{k: v.to(self.device) for k, v in b.items()} for b in eval_set(self.data, split)]
         yield from self._sets[split]
+
+    def candidate_batches(self) -> Iterator[dict[str, Tensor]]:
+        """:data:`CANDIDATE_PATCHES` noisy patches cut from the validation images at the validation noise
+        levels (seeded by ``data.seed``), in batches of 128: hundreds of examples to pick candidate heads on,
+        where the validation set has a handful of images."""
+        c = self.data.config
+        sampler = PatchSampler(self.data.val, c.patch_size, c.val_sigmas, "set")
+        gen = torch.Generator().manual_seed(int(c.seed))
+        for _ in range(CANDIDATE_PATCHES // 128):
+            yield {k: v.to(self.device) for k, v in sampler.sample(128, gen).items()}
 
     def inputs_batches(self, array: np.ndarray, where: str = "inputs") -> Iterator[dict[str, Tensor]]:
         """Batches ``{"noisy": (1, 1, H, W)}`` from noisy images (N, H, W) or one (H, W) (``l2o predict``)."""

@@ -134,3 +134,28 @@ def test_predict_denoises_user_images_with_early_exit(data, trained, tmp_path):
     with pytest.raises(ValueError, match="bad.npy has shape"):
         predict_file(task="denoising", model=trained["stage2"], data=data, inputs=tmp_path / "bad.npy",
                      out=tmp_path / "x.npz", device="cpu")
+
+
+def test_noise_level_estimate_sees_sigma_not_the_image():
+    from l2o.tasks.denoising.policy import noise_sigma_estimate
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 96).view(1, 1, 1, 96).expand(1, 1, 96, 96)  # smooth content
+    for sigma in (15, 35, 75):
+        noisy = ramp + sigma / 255 * torch.randn(1, 1, 96, 96, generator=g)
+        assert abs(float(noise_sigma_estimate(noisy)) * 255 - sigma) < 0.1 * sigma
+
+
+def test_the_mass_floor_gives_every_head_gradient():
+    """beta 0.1 on a patch's summed squared error makes q* winner-take-all: heads 2 dB behind get
+    exactly no gradient; with a floor eps each head gets at least eps / T of it."""
+    from l2o.stopping.objectives import stage1_loss
+    from l2o.stopping.oracle import oracle_distribution
+
+    losses = torch.tensor([[40.0, 25.0, 6.0, 6.3, 20.0]], requires_grad=True)  # per-patch SSE of 5 heads
+    assert (oracle_distribution(losses.detach(), 0.1)[0, [0, 1, 4]] == 0).all()
+    stage1_loss("full", losses, 0.1).backward()
+    assert (losses.grad[0, [0, 1, 4]] == 0).all()
+    losses.grad = None
+    stage1_loss("full", losses, 0.1, mass_floor=0.1).backward()
+    assert (losses.grad[0] >= 0.1 / 5 - 1e-7).all() and float(losses.grad.sum()) == pytest.approx(1.0)

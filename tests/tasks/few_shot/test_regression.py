@@ -142,3 +142,36 @@ def test_optimal_steps_grow_with_shots():
     shots, losses, t_star = linear_optimal_steps(cfg, lr=0.5, steps=10, shots=[1, 2, 5, 10], n_tasks=300)
     assert losses.shape == (4, 11) and list(shots) == [1, 2, 5, 10]
     assert list(t_star) == sorted(t_star) and t_star[0] <= 3 and t_star[-1] == 10
+
+
+def test_clean_grid_is_the_noise_free_function(rng):
+    cfg = SinusoidConfig(noise_std=0.5, clean_points=50)
+    b = sample_regression_tasks(cfg, 8, rng)
+    assert b["clean_x"].shape == (8, 50, 1) and b["clean_y"].shape == (8, 50, 1)
+    assert torch.allclose(b["clean_x"][0, :, 0], torch.linspace(-5, 5, 50))
+    A, phi = b["amplitude"].view(-1, 1, 1), b["phase"].view(-1, 1, 1)
+    assert torch.allclose(b["clean_y"], A * torch.sin(b["clean_x"] - phi), atol=1e-6)
+    # the noisy query targets are off the function, the clean ones on it
+    assert not torch.allclose(b["query_y"], A * torch.sin(b["query_x"] - phi), atol=0.1)
+    # the clean draws come last: the rest of the batch is what it was without them
+    lin = LinearConfig(dim=3, clean_points=5)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    with_clean = sample_regression_tasks(lin, 4, g1)
+    assert torch.allclose(with_clean["clean_y"][..., 0], torch.einsum("bgd,bd->bg", with_clean["clean_x"],
+                                                                      with_clean["weights"]))
+    again = sample_regression_tasks(LinearConfig(dim=3, clean_points=1), 4, g2)
+    assert torch.equal(with_clean["query_y"], again["query_y"])
+
+
+def test_honest_oracle_chooses_on_noisy_points_and_scores_noise_free():
+    """A planted noisy query point makes step 0 look best; the noise-free error says step 2. The honest
+    oracle chooses step 0 (what it can see) and is scored on the noise-free error there; the optimistic one
+    reads the noise-free minimum."""
+    import numpy as np
+
+    from l2o.tasks.few_shot.task import FewShotRegressionTask
+
+    comps = {"query_mse": np.array([[0.1, 0.5, 0.9]]), "mse": np.array([[3.0, 2.0, 1.0]]),
+             "diverged": np.zeros((1, 3))}
+    honest = FewShotRegressionTask.honest_oracle(None, comps)
+    assert honest["mse"].tolist() == [3.0]
