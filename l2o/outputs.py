@@ -83,10 +83,11 @@ def _run(task: StoppingTask, net: nn.Module, split: str, policy, candidates, ful
     steps = torch.tensor(cand, device=task.device)
     for batch in task.eval_batches(split):
         states, summaries = model_outputs(net, task.model_inputs(batch), None, fn)  # (T, b, ...), (T, b, F)
-        losses.append(task.step_losses(states, batch).double().cpu())
+        step_losses, metrics = task.step_outputs(states, batch, full=full)
+        losses.append(step_losses.double().cpu())
         if own_oracle:
             oracle.append(task.oracle_losses(states, batch).double().cpu())
-        for k, v in task.step_metrics(states, batch, full=full).items():
+        for k, v in metrics.items():
             comps.setdefault(k, []).append(v.double().cpu().numpy())
         conds.append(task.conditions(batch))
         if change:

@@ -428,10 +428,12 @@ class MAML(StepModel):
                 f"got {tuple(states.shape)} and {tuple(x.shape)}"
             )
         states, P = self.params(states), self.num_params
-        per_task = vmap(fn, in_dims=(0, 0, None if mask is None else 0))  # over B
-        flat = states.reshape(-1, B, P)  # (L, B, P)
-        out = vmap(per_task, in_dims=(0, None, None))(flat, x, mask)  # (L, B, N, ...)
-        return out.reshape(*lead, *out.shape[1:])
+        flat = states.reshape(-1, P)  # (L B, P): every (leading index, task) pair is one task of one vmap
+        L = flat.shape[0] // B
+        xs = x.unsqueeze(0).expand(L, *x.shape).reshape(L * B, *x.shape[1:])  # a view when L = 1
+        masks = None if mask is None else mask.unsqueeze(0).expand(L, *mask.shape).reshape(L * B, -1)
+        out = vmap(fn, in_dims=(0, 0, None if mask is None else 0))(flat, xs, masks)  # (L B, N, ...)
+        return out.reshape(*lead, B, *out.shape[1:])
 
     def _check_step(self, t: int) -> None:
         if not 1 <= t <= self.num_steps:

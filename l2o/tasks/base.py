@@ -214,6 +214,11 @@ class StoppingTask(ABC):
         """
         return FeatureLogits(policy, self.policy_features)
 
+    def step_outputs(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> tuple[Tensor, dict]:
+        """``(step_losses, step_metrics)`` of the same states in one call: a task whose loss and metrics
+        share an expensive read-out (the query predictions of every adapted model) computes it once here."""
+        return self.step_losses(states, batch), self.step_metrics(states, batch, full=full)
+
     @abstractmethod
     def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
         """Per-example, per-step metric components: states (K, B, ...) -> {name: (B, K)}.

@@ -53,6 +53,7 @@ class ModelSection:
     num_steps: int = 10
     inner_lr: float = 0.1
     first_order: bool = False
+    max_growth: float | None = None
 
 
 @dataclass
@@ -119,7 +120,8 @@ class FewShotTask(StoppingTask):
         section = take_fields(ModelSection, model, "config section 'model'")
         net = {**section.net, **self.net_config()}
         cfg = take_fields(MAMLConfig, {"net": net, "num_steps": section.num_steps, "inner_lr": section.inner_lr,
-                                       "first_order": section.first_order, "loss": self.loss_kind},
+                                       "first_order": section.first_order, "loss": self.loss_kind,
+                                       "max_growth": section.max_growth},
                           "config section 'model'")
         return asdict(cfg)
 
@@ -173,12 +175,23 @@ class FewShotTask(StoppingTask):
         """The query loss of every task after each step: states (K, B, P + 1) -> (B, K). A task
         whose inner loop diverged keeps its last good parameters (:meth:`MAML.step`), so its
         losses stay finite: those of the parameters it kept."""
-        net = self._learner()
-        return net.task_loss(net.predict(states, batch["query_x"]), batch["query_y"]).T
+        return self._query_losses(self._learner().predict(states, batch["query_x"]), batch)
 
     def support_error(self, outputs: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """How wrong the adapted model still is on its own support set: (K, B, S, out) -> (K, B)."""
         raise NotImplementedError
+
+    def step_outputs(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> tuple[Tensor, dict]:
+        """The query loss and the metrics from one prediction of the query set at every step."""
+        outputs = self._learner().predict(states, batch["query_x"])  # (K, B, Q, out)
+        return self._query_losses(outputs, batch), self._metrics(outputs, states, batch, full)
+
+    def _query_losses(self, outputs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return self._learner().task_loss(outputs, batch["query_y"]).T
+
+    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+        """Per-task metric components after each step, each (B, K) (:meth:`_metrics`)."""
+        return self._metrics(self._learner().predict(states, batch["query_x"]), states, batch, full)
 
     def policy_features(self, batch, states, steps, num_steps):
         """The ``paper`` policy's inputs per step and task (no query label): mean support features,
@@ -265,14 +278,13 @@ class FewShotClassificationTask(FewShotTask):
         p = outputs.softmax(dim=-1).gather(-1, batch["support_y"].expand(*outputs.shape[:-1]).unsqueeze(-1))
         return masked_mean(1.0 - p.squeeze(-1), batch["support_mask"])
 
-    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+    def _metrics(self, logits: Tensor, states: Tensor, batch: dict[str, Tensor], full: bool) -> dict[str, Tensor]:
         """``accuracy``: % of each task's query set classified right after each step, and
         ``diverged`` (1/0: its inner loop had blown up and it kept its last good parameters):
         each (B, K). With ``full``, the query set's two halves (alternate query examples: one of
         every class in each when a class has 2 or more) for the query-split oracle: the mean
-        cross-entropy ``loss_a``/``loss_b`` and the number right ``correct_a``/``correct_b``."""
-        net = self._learner()
-        logits = net.predict(states, batch["query_x"])  # (K, B, Q, ways)
+        cross-entropy ``loss_a``/``loss_b`` and the number right ``right_a``/``right_b``.
+        ``logits``: the query predictions (K, B, Q, ways)."""
         right = (logits.argmax(dim=-1) == batch["query_y"]).float()  # (K, B, Q)
         out = {"accuracy": 100.0 * right.mean(dim=-1).T, "diverged": self._diverged(states).float().T}
         if full:
@@ -342,13 +354,12 @@ class FewShotRegressionTask(FewShotTask):
         """Stage II's targets: the noise-free error (a property of the task, not of 10 noisy points)."""
         return self.clean_error(states, batch)
 
-    def step_metrics(self, states: Tensor, batch: dict[str, Tensor], full: bool = True) -> dict[str, Tensor]:
+    def _metrics(self, outputs: Tensor, states: Tensor, batch: dict[str, Tensor], full: bool) -> dict[str, Tensor]:
         """``mse``: each task's noise-free error after each step (:meth:`clean_error`, the headline
         metric), ``query_mse``: its error on the noisy query points (the paper's query loss), and
         ``diverged`` (1/0: its inner loop had blown up and it kept its last good parameters): each
-        (B, K)."""
-        net = self._learner()
-        per_point = per_example_loss(net.predict(states, batch["query_x"]), batch["query_y"], "mse")  # (K, B, Q)
+        (B, K). ``outputs``: the query predictions (K, B, Q, 1)."""
+        per_point = per_example_loss(outputs, batch["query_y"], "mse")  # (K, B, Q)
         out = {"mse": self.clean_error(states, batch), "query_mse": per_point.mean(dim=-1).T,
                "diverged": self._diverged(states).float().T}
         return out
