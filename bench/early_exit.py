@@ -67,29 +67,30 @@ def _split(batches: list[dict], size: int | None) -> list[dict]:
     return out
 
 
-def time_early_exit(task, net, policy, batches, candidates, targets, repeats: int) -> tuple[float, float]:
-    """Seconds per example of early exit with the examples stopping at ``targets`` (N,), and the mean
-    realised stop step (checked against the targets)."""
+def time_early_exit(task, net, policy, batches, candidates, targets, repeats: int) -> tuple[float, float, float]:
+    """Seconds per example of the plain model to T and of early exit with the examples stopping at
+    ``targets`` (N,), timed in alternating passes, and the mean realised stop step (checked against the
+    targets)."""
     from l2o.stopping.inference import predict_early_exit
-    from l2o.tradeoff import timed_pass
+    from l2o.tradeoff import depth_seconds
 
-    cand = torch.as_tensor(candidates)
     per_batch, start = {}, 0
-    for i, b in enumerate(batches):
-        n = len(next(iter(b.values())))
-        per_batch[id(b)] = torch.as_tensor(targets[start:start + n])
+    for b in batches:  # each example's decision at each candidate, looked up in one indexing op (as cheap
+        n = len(next(iter(b.values())))  # as the rule's own comparison, which it replaces)
+        goal = torch.as_tensor(targets[start:start + n]).view(-1, 1)
+        device = next(iter(b.values())).device
+        per_batch[id(b)] = (torch.as_tensor(candidates).view(1, -1) >= goal).t().contiguous().to(device)  # (K, n)
         start += n
 
     def run(b):
-        goal = per_batch[id(b)]
-        return predict_early_exit(task, net, policy, b, candidates,
-                                  decide=lambda k, rows, logits: (cand[k] >= goal[rows.cpu()]).to(logits.device))
+        table = per_batch[id(b)]
+        return predict_early_exit(task, net, policy, b, candidates, decide=lambda k, rows, logits: table[k][rows])
 
     stops = torch.cat([run(b)[1].cpu() for b in batches])
     if not torch.equal(stops, torch.as_tensor(targets)):
         raise AssertionError("early exit did not stop where it was told to")
-    seconds = timed_pass(run, batches, repeats) / len(targets)
-    return seconds, float(stops.double().mean())
+    depths = depth_seconds(task, net, batches, repeats, {"early_exit": run})
+    return depths[-1], depths.also_seconds["early_exit"], float(stops.double().mean())
 
 
 def setup_task(name: str, section: dict, runs: Path | None, workdir: Path):
@@ -117,7 +118,7 @@ def setup_task(name: str, section: dict, runs: Path | None, workdir: Path):
 
 def measure_task(name: str, section: dict, runs: Path | None, workdir: Path, repeats: int,
                  batch1_examples: int) -> dict:
-    from l2o.tradeoff import depth_seconds, timing_batches
+    from l2o.tradeoff import timing_batches
 
     task, net, policy, trained, source = setup_task(name, section, runs, workdir)
     T = net.num_steps
@@ -128,13 +129,12 @@ def measure_task(name: str, section: dict, runs: Path | None, workdir: Path, rep
     for batch_label, batches in (("evaluation's", eval_batches),
                                  ("1", _split(timing_batches(task, "test", batch1_examples), 1))):
         n = sum(len(next(iter(b.values()))) for b in batches)
-        plain = depth_seconds(task, net, batches, repeats)[-1]
         for cand_label, candidates in (("trained", trained), ("every step", list(range(1, T + 1)))):
             if cand_label == "every step" and candidates == trained:
                 continue
             for how in (*FRACTIONS, "mix"):
                 targets = controlled_targets(candidates, T, how, n)
-                seconds, mean_stop = time_early_exit(task, net, policy, batches, candidates, targets, repeats)
+                plain, seconds, mean_stop = time_early_exit(task, net, policy, batches, candidates, targets, repeats)
                 speed = plain / seconds
                 out["rows"].append({"batch": batch_label, "examples": n, "candidates": cand_label,
                                     "candidate_steps": candidates, "stops": how if how == "mix" else f"{how:g} T",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 
@@ -49,8 +50,24 @@ class StopPolicy(nn.Module):
         """Everything after :attr:`first_layer`: (..., H1) -> stop logits (...)."""
         return self.net[1:](first_layer_output).squeeze(-1)
 
+    @torch.no_grad()
+    def head_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """``(bias, weight^T)`` of every layer after the first, for :func:`head_inplace` (a snapshot:
+        take it again after the weights change)."""
+        return [(m.bias, m.weight.T.contiguous()) for m in list(self.net)[1:] if isinstance(m, nn.Linear)]
+
     def describe(self) -> dict:
         """The constructor arguments (what a checkpoint stores), with the task's policy ``kind`` when the
         task set one (the task rebuilds the policy from them)."""
         kind = getattr(self, "kind", None)
         return {**({"kind": kind} if kind else {}), **asdict(self.config)}
+
+
+def head_inplace(h: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """:meth:`StopPolicy.head` of a (B, H1) batch without autograd, in as few kernels as it takes: one
+    ``addmm`` per layer of :meth:`StopPolicy.head_layers`, the ReLUs in place (``h`` is overwritten).
+    Early exit evaluates the policy at every candidate step, where each kernel launch, and each line of
+    Python, counts against the steps saved. (B, H1) -> (B,)."""
+    for bias, weight_t in layers:
+        h = torch.addmm(bias, h.relu_(), weight_t)
+    return h.squeeze(-1)

@@ -76,6 +76,7 @@ def predict_early_exit(
     log_survival = torch.zeros(B, device=device, dtype=torch.float64) if rule.kind == "median" else None
     carry = model.init_state(inputs)
     out = None
+    step_tensors = [torch.full((1,), t, device=device) for t in candidate_steps]
     k = 0  # the next candidate
     for t in range(1, T + 1):
         carry = model.step(t, carry, inputs)
@@ -85,8 +86,7 @@ def predict_early_exit(
             break
         state = model.readout(t, carry, inputs) if fn.reads_states else None
         summary = model.summarize(t, carry, inputs).unsqueeze(0) if fn.reads_summaries else None
-        steps = torch.full((1,), t, device=device)
-        logits = fn.logits(ctx, None if state is None else state.unsqueeze(0), steps, T, summary)[0]  # (b,)
+        logits = fn.logits(ctx, None if state is None else state.unsqueeze(0), step_tensors[k], T, summary)[0]  # (b,)
         if uniforms is not None:
             stop = uniforms[rows, k] < torch.sigmoid(logits)
         elif decide is not None:
@@ -94,9 +94,9 @@ def predict_early_exit(
         else:
             stop, log_survival = rule.stops(logits, log_survival)
         k += 1
-        n_stop = int(stop.sum())  # the one host sync of this candidate
-        if n_stop == 0:
+        if not bool(stop.any()):  # the one host sync of a candidate where nobody stops
             continue
+        n_stop = int(stop.sum())
         leaving = rows[stop]
         here = state[stop] if state is not None else model.readout(t, take_rows(carry, stop), take_rows(inputs, stop))
         if out is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from l2o.models.stop_policy import StopPolicy
+from l2o.models.stop_policy import StopPolicy, head_inplace
 from l2o.tasks.base import StopLogits
 
 POLICY_KINDS = ("fast", "paper")
@@ -61,6 +61,13 @@ class StepStatsLogits(StopLogits):
 
     def __init__(self, policy: StopPolicy):
         self.policy = policy
+        with torch.no_grad():  # the folded first layer of the one-candidate path (_one_step)
+            W = policy.first_layer.weight  # (H, 7)
+            self._M = torch.stack([W[:, 0] + W[:, 2], W[:, 1], -W[:, 2]])  # (3, H): log l, log g, log l0
+            self._W_size_T, self._w_pos, self._w_rest = W[:, 3:5].T.contiguous(), W[:, 5], W[:, 6]
+            self._bias = policy.first_layer.bias
+        self._per_step: dict[float, Tensor] = {}
+        self._head = policy.head_layers()
 
     def context(self, batch):
         """The support-size features per task, (B, 2) (no label: the mask only)."""
@@ -70,6 +77,19 @@ class StepStatsLogits(StopLogits):
         if summaries is None:
             raise ValueError("the fast few-shot policy reads MAML's step summaries: pass summaries")
         K, B, _ = summaries.shape
+        if K == 1 and not torch.is_grad_enabled():
+            return self._one_step(ctx, summaries[0], steps, num_steps).unsqueeze(0)
         pos = (steps.to(summaries) / num_steps).view(K, 1, 1).expand(K, B, 1)
         size = ctx.to(summaries).unsqueeze(0).expand(K, B, 2)
         return self.policy(torch.cat([step_features(summaries), size, pos, 1.0 - pos], dim=2))
+
+    def _one_step(self, ctx: Tensor, summary: Tensor, steps: Tensor, num_steps: int) -> Tensor:
+        """The same logits for one candidate (B, 3) -> (B,), with the first layer folded: the features are
+        linear in ``log(summary + eps)``, so ``W f = (log(s + eps)) M + W_size size + W_pos pos + b``, the
+        per-task and per-step parts computed once (early exit: a few kernels per candidate)."""
+        pos = float(steps[0]) / num_steps
+        if pos not in self._per_step:
+            self._per_step[pos] = self._bias + pos * self._w_pos + (1.0 - pos) * self._w_rest  # (H,)
+        fixed = torch.addmm(self._per_step[pos], ctx, self._W_size_T)  # (B, H)
+        first = torch.addmm(fixed, (summary + EPS).log_(), self._M)
+        return head_inplace(first, self._head)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from l2o.models.lista import LISTA, LISTAConfig
-from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
+from l2o.models.stop_policy import StopPolicy, StopPolicyConfig, head_inplace
 from l2o.stopping.rules import cross_fitted_index
 from l2o.tasks.base import StopLogits, StoppingTask
 from l2o.tasks.sparse_recovery import SPEC
@@ -249,12 +249,23 @@ class FoldedLogits(StopLogits):
         self.w_p, self.w_q, self.b = W[:, -2], W[:, -1], policy.first_layer.bias
         self.W_meas = W_y + W_r  # (H, m)
         self.W_state_T = (W_x - W_r @ A).T.contiguous()  # (n, H)
+        self._per_step: dict[tuple[int, int], Tensor] = {}  # (t, T) -> (H,), the one-candidate path's
+        self._head = policy.head_layers()
 
     def context(self, batch):
         """``(W_y + W_r) y + b`` per example, (B, H)."""
         return torch.addmm(self.b, batch["y"], self.W_meas.T)
 
     def logits(self, ctx, states, steps, num_steps, summaries=None):
+        if states.shape[0] == 1 and not torch.is_grad_enabled():  # early exit: one candidate, few kernels
+            key = (int(steps[0]), int(num_steps))
+            if key not in self._per_step:
+                pos = key[0] / key[1]
+                self._per_step[key] = pos * self.w_p + (1.0 - pos) * self.w_q
+            if not self._head:  # a linear policy: one matrix-vector product per candidate
+                return torch.addmv(ctx[:, 0], states[0], self.W_state_T[:, 0]).add_(self._per_step[key]).unsqueeze(0)
+            first = torch.addmm(ctx, states[0], self.W_state_T).add_(self._per_step[key])  # (B, H)
+            return head_inplace(first, self._head).unsqueeze(0)
         pos = (steps.to(states) / num_steps).view(-1, 1, 1)  # (K, 1, 1)
         per_step = pos * self.w_p + (1.0 - pos) * self.w_q  # (K, 1, H)
         first = (states @ self.W_state_T).add_(ctx).add_(per_step)  # (K, B, H)
