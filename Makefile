@@ -10,7 +10,7 @@ CORES ?= 2
 # and the report says BM3D is absent).
 EXTRAS ?= test,cluster,bm3d
 
-.PHONY: setup run test test-fast bench report-open clean
+.PHONY: setup run test test-fast bench data report-open clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ test: setup
 
 test-fast: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -m "not slurm and not workflow"
+
+# The standard denoising sets (Train400, Set12, BSD68; research-only licence) into data/denoising/,
+# every file checked against the SHA-256 list inside the package. Needs the internet.
+data: setup
+	$(VENV)/bin/l2o fetch-data --dest data
 
 bench: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench.run

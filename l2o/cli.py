@@ -149,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts-destination", default="./mlartifacts")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
 
+    p = sub.add_parser("fetch-data", help="download the standard denoising sets (Train400, Set12, BSD68) and "
+                                          "check every file's SHA-256")
+    p.add_argument("--dest", type=Path, default=Path("data"), help="where the sets go (default: data; "
+                   "the configs read data/denoising/<set>)")
+    p.add_argument("--sets", nargs="+", default=None, help="only these sets (default: all)")
+    p.add_argument("--base-url", default=None, help="download from this mirror instead (default: "
+                   "$L2O_DATA_BASE_URL, else the list's URL)")
+    p.add_argument("--manifest", type=Path, default=None, help="checksum list (default: the one in the package)")
+    p.add_argument("--check", action="store_true", help="only check what is there (offline); exit 1 on a problem")
+    p.add_argument("--workers", type=int, default=8, help="parallel downloads")
+
     p = sub.add_parser("runs", help="list this work dir's MLflow runs: status, reason, which run replaced which")
     p.add_argument("--experiment", default="l2o", help="MLflow experiment (config: tracking.experiment)")
     p.add_argument("--status", action="append", choices=["RUNNING", "FINISHED", "FAILED", "KILLED"],
@@ -177,6 +188,9 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
                "--artifacts-destination", args.artifacts_destination, "--workers", str(args.workers)]
         print("running:", " ".join(cmd), file=sys.stderr)
         os.execvp(cmd[0], cmd)  # replace this process: signals reach the server itself
+
+    if args.command == "fetch-data":
+        return _fetch_data(args)
 
     if args.command == "runs":
         import pandas as pd
@@ -261,6 +275,30 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
 
         print(predict_file(model=args.model, data=args.data, out=args.out, inputs=args.inputs,
                            sampled=args.sampled, seed=args.seed, **common))
+    return 0
+
+
+def _fetch_data(args) -> int:
+    """``l2o fetch-data``: download and check the standard sets, or (``--check``) only check them."""
+    from l2o.fetch import FetchError, check_sets, fetch_sets
+
+    if args.check:
+        problems = check_sets(args.dest, args.sets, args.manifest)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"l2o fetch-data: {len(problems)} problem(s); run `l2o fetch-data` to download missing or "
+                  "altered files again", file=sys.stderr)
+            return 1
+        print(f"every file under {args.dest} matches the checksum list")
+        return 0
+    try:
+        summary = fetch_sets(args.dest, args.sets, args.base_url, args.manifest, workers=args.workers)
+    except FetchError as err:
+        print(f"l2o fetch-data: error: {err}", file=sys.stderr)
+        return 1
+    for name, counts in summary.items():
+        print(f"{name}: {counts['downloaded']} downloaded, {counts['kept']} already there and intact")
     return 0
 
 
