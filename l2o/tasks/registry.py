@@ -79,6 +79,15 @@ def task_spec(name: str):
     return spec
 
 
+def check_section(name: str, section: dict) -> None:
+    """The task's own checks of its (schema-validated) config section that need no torch, e.g. that the
+    folders it names exist: its package's optional ``check_config(name, section)``. The workflow runs it
+    at parse time, so a bad path stops the run before any job, naming the key."""
+    check = getattr(importlib.import_module(task_package(name)), "check_config", None)
+    if check is not None:
+        check(name, section)
+
+
 def task_dir(name: str) -> Path:
     """The folder of the task's package."""
     return Path(importlib.import_module(task_package(name)).__file__).parent

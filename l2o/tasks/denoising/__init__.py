@@ -12,7 +12,7 @@ SPEC = TaskSpec(
     model_name="DnCNN",
     step_outputs_are_heads=True,
     sources={
-        "data": ("tasks/denoising/data.py", "tasks/denoising/images.py"),
+        "data": ("tasks/denoising/data.py", "tasks/denoising/images.py", "checksums.py"),
         "model": ("tasks/denoising/task.py", "tasks/denoising/data.py", "tasks/denoising/patches.py", "tasks/denoising/metrics.py",
                   "models/dncnn.py", "models/conv_policy.py"),
         "classical": ("tasks/denoising/classical.py", "tasks/denoising/denoisers.py", "tasks/denoising/data.py",
@@ -22,3 +22,11 @@ SPEC = TaskSpec(
     has_classical=True,
     report="l2o.tasks.denoising.report",
 )
+
+
+def check_config(name: str, section: dict) -> None:
+    """Parse-time checks of a denoising section (image folders exist and hold the expected number of
+    images); the workflow calls it through :func:`l2o.tasks.registry.check_section`."""
+    from l2o.tasks.denoising.preflight import check_folders
+
+    check_folders(name, section.get("data") or {})
