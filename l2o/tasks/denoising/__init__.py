@@ -3,6 +3,8 @@
 Light on purpose (no torch): the workflow reads :data:`SPEC` at parse time.
 """
 
+from dataclasses import replace
+
 from l2o.tasks.spec import TaskSpec
 
 SPEC = TaskSpec(
@@ -17,11 +19,18 @@ SPEC = TaskSpec(
                   "models/dncnn.py", "models/conv_policy.py"),
         "classical": ("tasks/denoising/classical.py", "tasks/denoising/denoisers.py", "tasks/denoising/data.py",
                       "tasks/denoising/metrics.py"),
-        "report": ("tasks/denoising/report.py",),
+        "report": ("tasks/denoising/report.py", "tasks/denoising/published.py"),
     },
     has_classical=True,
     report="l2o.tasks.denoising.report",
 )
+
+#: The task variants of denoising (``l2o.tasks.registry.VARIANTS``): one non-blind DnCNN per noise
+#: level of the standard table (DnCNN-S of Zhang et al. 2017), trained and tested at that sigma alone.
+SPECS = {SPEC.name: SPEC, **{
+    f"denoising_sigma{s}": replace(SPEC, name=f"denoising_sigma{s}",
+                                   title=f"Non-blind denoising at σ = {s} (one DnCNN for this noise level, as DnCNN-S)")
+    for s in (15, 25, 50)}}
 
 
 def check_config(name: str, section: dict) -> None:
