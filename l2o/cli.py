@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="early-exit inference of a stopping checkpoint on a data file")
     _common(p)
-    p.add_argument("--model", type=Path, required=True, help="stopping checkpoint")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="stopping checkpoint")
+    which.add_argument("--run-id", default=None, help="the MLflow run of a training job: its stored checkpoint "
+                       "(store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
     p.add_argument("--data", type=Path, required=True, help="the task's data file (its test set is predicted)")
     p.add_argument("--inputs", type=Path, default=None,
                    help=".npy inputs instead of the test set (sparse recovery: y (N, m); denoising: images (N, H, W))")
@@ -271,10 +274,18 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
                         timing_examples=tcfg.get("evaluate", {}).get("timing_examples", 256), **common)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "predict":
+        import tempfile
+
         from l2o.predict import predict_file
 
-        print(predict_file(model=args.model, data=args.data, out=args.out, inputs=args.inputs,
-                           sampled=args.sampled, seed=args.seed, **common))
+        with tempfile.TemporaryDirectory(prefix="l2o-run-") as tmp:
+            model = args.model
+            if args.run_id:
+                from l2o.artifacts import checkpoint_from_run
+
+                model = checkpoint_from_run(args.run_id, Path(tmp))
+            print(predict_file(model=model, data=args.data, out=args.out, inputs=args.inputs,
+                               sampled=args.sampled, seed=args.seed, **common))
     return 0
 
 
