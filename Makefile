@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 # CPU build of torch by default; on a GPU machine use e.g. TORCH="torch==2.13.0" from your CUDA index.
 TORCH ?= torch==2.13.0
 CORES ?= 2
-# Optional extras: test (pytest), cluster (the SLURM executor plugin), bm3d (the BM3D baseline of
+# Optional extras: test (pytest), cluster (the SLURM executor plugin), docs (mkdocs), bm3d (the BM3D baseline of
 # the denoising table; its licence is non-commercial: `make setup EXTRAS=test,cluster` leaves it out
 # and the report says BM3D is absent).
-EXTRAS ?= test,cluster,bm3d
+EXTRAS ?= test,cluster,bm3d,docs
 
-.PHONY: setup run test test-fast bench data report-open clean
+.PHONY: setup run test test-fast bench data docs report-open clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ test-fast: setup
 # every file checked against the SHA-256 list inside the package. Needs the internet.
 data: setup
 	$(VENV)/bin/l2o fetch-data --dest data
+
+# The documentation site from docs/ into site/ (warnings are errors); `mkdocs serve` to browse it live.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
 
 bench: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench.run
