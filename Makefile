@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 CORES ?= 2
 # Optional extras: test (pytest), cluster (the SLURM executor plugin), docs (mkdocs), bm3d (the BM3D baseline of
-# the denoising table; its licence is non-commercial: `make setup EXTRAS=test,cluster` leaves it out
+# the denoising table; its licence is non-commercial: `make setup EXTRAS=test,cluster,docs` leaves it out
 # and the report says BM3D is absent).
 EXTRAS ?= test,cluster,bm3d,docs
 
