@@ -51,14 +51,20 @@ def test_the_standard_benchmark_plans_four_models_and_one_bm3d(tmp_path):
     assert cfg["denoising"]["data"]["test_sigmas"] == [15, 25, 50]
 
 
-def test_table6_plans_the_matched_control_and_bm3d_on_bsd68(tmp_path):
+def test_table6_plans_its_models_and_bm3d_on_bsd68(tmp_path):
     _fake_sets(tmp_path)
     run = _dry_run(tmp_path, "configs/table6-bsd68.yaml")
     assert run.returncode == 0, run.stdout + run.stderr
     jobs = _job_counts(run.stdout)
-    assert jobs.get("matched") == 1 and jobs.get("classical") == 1 and jobs.get("data") == 1
-    data = yaml.safe_load((REPO / "configs/table6-bsd68.yaml").read_text())["denoising"]["data"]
+    assert {k: jobs.get(k) for k in ("data", "classical", "baseline", "stage1", "stage2", "evaluate")} == {
+        "data": 1, "classical": 1, "baseline": 1, "stage1": 1, "stage2": 1, "evaluate": 1}
+    section = yaml.safe_load((REPO / "configs/table6-bsd68.yaml").read_text())["denoising"]
+    data = section["data"]
     assert data["test_sigmas"] == [35, 45, 55, 65, 75] and max(data["train_sigmas"]) == 55
+    # the plain DnCNN is the matched control: Stage I starts from scratch with its budget
+    assert section["stage1"]["init"] == "scratch" or section["matched"]["enabled"]
+    assert {k: section["stage1"][k] for k in ("iterations", "batch_size", "lr")} == {
+        k: section["baseline"][k] for k in ("iterations", "batch_size", "lr")}
 
 
 @pytest.mark.parametrize("overlay", ["configs/denoising-standard.yaml", "configs/table6-bsd68.yaml"])
