@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="early-exit inference of a stopping checkpoint on a data file")
     _common(p)
-    p.add_argument("--model", type=Path, required=True, help="stopping checkpoint")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="stopping checkpoint")
+    which.add_argument("--run-id", default=None, help="the MLflow run of a training job: its stored checkpoint "
+                       "(store: $MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)")
     p.add_argument("--data", type=Path, required=True, help="the task's data file (its test set is predicted)")
     p.add_argument("--inputs", type=Path, default=None,
                    help=".npy inputs instead of the test set (sparse recovery: y (N, m); denoising: images (N, H, W))")
@@ -148,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db")
     p.add_argument("--artifacts-destination", default="./mlartifacts")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
+
+    p = sub.add_parser("fetch-data", help="download the standard denoising sets (Train400, Set12, BSD68) and "
+                                          "check every file's SHA-256")
+    p.add_argument("--dest", type=Path, default=Path("data"), help="where the sets go (default: data; "
+                   "the configs read data/denoising/<set>)")
+    p.add_argument("--sets", nargs="+", default=None, help="only these sets (default: all)")
+    p.add_argument("--base-url", default=None, help="download from this mirror instead (default: "
+                   "$L2O_DATA_BASE_URL, else the list's URL)")
+    p.add_argument("--manifest", type=Path, default=None, help="checksum list (default: the one in the package)")
+    p.add_argument("--check", action="store_true", help="only check what is there (offline); exit 1 on a problem")
+    p.add_argument("--workers", type=int, default=8, help="parallel downloads")
 
     p = sub.add_parser("runs", help="list this work dir's MLflow runs: status, reason, which run replaced which")
     p.add_argument("--experiment", default="l2o", help="MLflow experiment (config: tracking.experiment)")
@@ -177,6 +191,9 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
                "--artifacts-destination", args.artifacts_destination, "--workers", str(args.workers)]
         print("running:", " ".join(cmd), file=sys.stderr)
         os.execvp(cmd[0], cmd)  # replace this process: signals reach the server itself
+
+    if args.command == "fetch-data":
+        return _fetch_data(args)
 
     if args.command == "runs":
         import pandas as pd
@@ -257,10 +274,42 @@ def _dispatch(args) -> int:  # noqa: C901 - a flat switch over commands
                         timing_repeats=tcfg.get("evaluate", {}).get("timing_repeats", 3), **common)
         print(df[df.condition == "mixed"].to_string(index=False))
     elif args.command == "predict":
+        import tempfile
+
         from l2o.predict import predict_file
 
-        print(predict_file(model=args.model, data=args.data, out=args.out, inputs=args.inputs,
-                           sampled=args.sampled, seed=args.seed, **common))
+        with tempfile.TemporaryDirectory(prefix="l2o-run-") as tmp:
+            model = args.model
+            if args.run_id:
+                from l2o.artifacts import checkpoint_from_run
+
+                model = checkpoint_from_run(args.run_id, Path(tmp))
+            print(predict_file(model=model, data=args.data, out=args.out, inputs=args.inputs,
+                               sampled=args.sampled, seed=args.seed, **common))
+    return 0
+
+
+def _fetch_data(args) -> int:
+    """``l2o fetch-data``: download and check the standard sets, or (``--check``) only check them."""
+    from l2o.fetch import FetchError, check_sets, fetch_sets
+
+    if args.check:
+        problems = check_sets(args.dest, args.sets, args.manifest)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"l2o fetch-data: {len(problems)} problem(s); run `l2o fetch-data` to download missing or "
+                  "altered files again", file=sys.stderr)
+            return 1
+        print(f"every file under {args.dest} matches the checksum list")
+        return 0
+    try:
+        summary = fetch_sets(args.dest, args.sets, args.base_url, args.manifest, workers=args.workers)
+    except FetchError as err:
+        print(f"l2o fetch-data: error: {err}", file=sys.stderr)
+        return 1
+    for name, counts in summary.items():
+        print(f"{name}: {counts['downloaded']} downloaded, {counts['kept']} already there and intact")
     return 0
 
 

@@ -9,7 +9,9 @@ task section is read from the config for logging only: it is not a rule
 param, so editing one stage's settings re-runs only that stage. The run id is
 written to ``mlflow_run_id.txt`` beside the job's first output (not a
 declared output: it never affects what Snakemake re-runs); downstream jobs
-read it from their inputs' folders.
+read it from their inputs' folders. A training job (an output named ``model``)
+stores its checkpoint in its run (:mod:`l2o.artifacts`), so the run leads to
+its model.
 
 The run ends with what happened (:func:`l2o.failures.run_status`): FINISHED,
 FAILED with the one-line reason as the ``l2o.reason`` tag, or KILLED on
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from l2o.artifacts import DEFAULT_MAX_MB, log_checkpoint
 from l2o.device import set_threads
 from l2o.failures import (Terminated, describe_write_error, ignoring_signals, killing_signal, one_line_reason,
                           run_status, signals_as_exceptions, tracking_store_error, write_error)
@@ -159,6 +162,11 @@ def snakemake_job(snakemake) -> Iterator[Job]:
             if task and isinstance(snakemake.config.get(task), dict):
                 tracker.log_params({"config": {k: v for k, v in snakemake.config[task].items() if k != "ablations"}})
             yield Job(params, task, int(wildcards.get("seed", 0)), snakemake.threads, tracker, log_path)
+            model = getattr(snakemake.output, "model", None)  # a training job's checkpoint
+            if tracker.run_id and model is not None:
+                max_mb = float(tracking.get("checkpoint_max_mb", DEFAULT_MAX_MB))
+                _best_effort("store the checkpoint", lambda: log_checkpoint(tracker, Path(model), max_mb),
+                             console, stream)
             if tracker.run_id:
                 write_text_atomic(tracker.run_id + "\n", output_dir / RUN_ID_FILE)
     except BaseException as exc:

@@ -68,7 +68,7 @@ class NullTracker:
 
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def log_artifact(self, path: Path) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None: ...
 
@@ -164,9 +164,10 @@ class MlflowTracker:
         for i in range(0, len(items), 500):
             self._client.log_batch(self.run_id, metrics=items[i : i + 500])
 
-    def log_artifact(self, path: Path) -> None:
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy ``path`` into the run's artifacts (under the folder ``artifact_path`` if given)."""
         if Path(path).exists():
-            self._client.log_artifact(self.run_id, str(path))
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag

@@ -8,7 +8,7 @@ import yaml
 from l2o.cli import build_parser, main
 
 COMMANDS = ["data", "classical", "baseline", "matched", "stage1", "stage2", "finetune", "aevb", "evaluate", "predict",
-            "report", "mlflow-server", "runs"]
+            "report", "mlflow-server", "runs", "fetch-data"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

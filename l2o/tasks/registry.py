@@ -12,6 +12,7 @@ and notebooks).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from pathlib import Path
@@ -24,6 +25,19 @@ TASKS: dict[str, str] = {
     "few_shot_classification": "l2o.tasks.few_shot.task:FewShotClassificationTask",
     "few_shot_regression": "l2o.tasks.few_shot.task:FewShotRegressionTask",
 }
+
+#: Variants: another name for a registered task, so that one config can hold several sections of it
+#: (several data files, several trained models), e.g. the non-blind DnCNN of each noise level of the
+#: standard denoising table beside the blind one. A variant runs its base's class under its own name
+#: (rows, checkpoints and MLflow tags say the variant), its package's ``SPECS[variant]`` describes it,
+#: and its schema is its base's (``workflow/schemas/tasks/<variant>.schema.yaml`` links to it).
+VARIANTS: dict[str, str] = {
+    "denoising_sigma15": "denoising",
+    "denoising_sigma25": "denoising",
+    "denoising_sigma50": "denoising",
+}
+TASKS.update({variant: TASKS[base] for variant, base in VARIANTS.items()})
+_VARIANT_CLASSES: dict[str, type] = {}
 
 
 def tasks_from_env(value: str | None) -> dict[str, str]:
@@ -57,9 +71,26 @@ def _entry(name: str) -> str:
 
 
 def task_class(name: str) -> type:
-    """The task's class (imports its module, and so torch)."""
+    """The task's class (imports its module, and so torch); for a variant, its base's class with
+    ``name`` set to the variant's (one class per variant, made on first use)."""
     module, cls = _entry(name).split(":")
-    return getattr(importlib.import_module(module), cls)
+    base = getattr(importlib.import_module(module), cls)
+    if name not in VARIANTS:
+        return base
+    if name not in _VARIANT_CLASSES:
+        _VARIANT_CLASSES[name] = type(f"{base.__name__}_{name}", (base,),
+                                      {"name": name, "__module__": base.__module__,
+                                       "__doc__": f"{base.__name__} as the task variant {name!r}."})
+    return _VARIANT_CLASSES[name]
+
+
+def base_task(name: str) -> str:
+    """The registered task a variant runs (a task is its own base).
+
+    >>> base_task("denoising_sigma25"), base_task("denoising")
+    ('denoising', 'denoising')
+    """
+    return VARIANTS.get(name, name)
 
 
 def task_package(name: str) -> str:
@@ -79,6 +110,15 @@ def task_spec(name: str):
     return spec
 
 
+def check_section(name: str, section: dict) -> None:
+    """The task's own checks of its (schema-validated) config section that need no torch, e.g. that the
+    folders it names exist: its package's optional ``check_config(name, section)``. The workflow runs it
+    at parse time, so a bad path stops the run before any job, naming the key."""
+    check = getattr(importlib.import_module(task_package(name)), "check_config", None)
+    if check is not None:
+        check(name, section)
+
+
 def task_dir(name: str) -> Path:
     """The folder of the task's package."""
     return Path(importlib.import_module(task_package(name)).__file__).parent
@@ -89,7 +129,8 @@ def task_classical(name: str):
     package's ``classical`` module), for tasks whose spec says ``has_classical``."""
     if not task_spec(name).has_classical:
         raise ValueError(f"task {name!r} has no classical baselines")
-    return importlib.import_module(f"{task_package(name)}.classical").run_classical
+    run = importlib.import_module(f"{task_package(name)}.classical").run_classical
+    return functools.partial(run, task=name) if name in VARIANTS else run
 
 
 def load_task(name: str, data: Path, device: str | None = None):

@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from l2o.config import with_prior_sweep
-from l2o.tasks.registry import TASKS as REGISTERED, task_spec
+from l2o.tasks.registry import TASKS as REGISTERED, check_section, task_spec
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -71,6 +71,7 @@ check_threads()
 for _name in TASK_NAMES:
     config.setdefault(_name, {})
     validate_task_section(_name, config[_name])
+    check_section(_name, config[_name])  # the task's own checks (image folders exist), before any job
     config[_name] = with_prior_sweep(_name, config[_name])  # the lambda sweep as ablation variants
 
 

@@ -41,14 +41,15 @@ def _scores(estimate: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
 
 
 def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dict, device=None,
-                  out_showcase: Path | None = None) -> pd.DataFrame:
+                  out_showcase: Path | None = None, task: str = TASK) -> pd.DataFrame:
     """Tune NLM on validation, then run NLM and (if installed and enabled) BM3D on every test image
     at every test noise level; rows ``psnr``, ``ssim`` and ``seconds_per_image`` per method and
-    noise level (and the noisy input's PSNR as method ``noisy``)."""
+    noise level (and the noisy input's PSNR as method ``noisy``), labelled with ``task`` (a variant's
+    name when it runs one: :data:`l2o.tasks.registry.VARIANTS`)."""
     from l2o.tasks.registry import load_task
 
     cfg = take_fields(ClassicalConfig, classical, "config section 'classical'")
-    task = load_task(TASK, data, "cpu")
+    name, task = task, load_task(task, data, "cpu")
     nlm_kw = dict(patch_size=cfg.nlm_patch_size, patch_distance=cfg.nlm_patch_distance)
     val = [b for b in task.eval_batches("val")]
     noisy_val = [b["noisy"][s, 0].numpy() for b in val for s in range(len(b["sigma"]))]
@@ -86,10 +87,10 @@ def run_classical(*, data: Path, out_table: Path, out_json: Path, classical: dic
     rows = []
     for m in methods:
         c = {k: np.asarray(v) for k, v in comps[m].items()}
-        rows += condition_rows(TASK, m, by_condition(task.summarise, c, conditions, True))
+        rows += condition_rows(name, m, by_condition(task.summarise, c, conditions, True))
         per = by_condition(lambda x, weights=None: {"seconds_per_image": float(np.mean(x["s"]))},
                            {"s": c["seconds_per_image"]}, conditions, True)
-        rows += condition_rows(TASK, m, per)
+        rows += condition_rows(name, m, per)
     df = write_table(rows, out_table)
     write_json_atomic({"config": asdict(cfg), "nlm_h_factor": h_factor,
                        "nlm_val_psnr_by_factor": {str(k): v for k, v in h_scores.items()},

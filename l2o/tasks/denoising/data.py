@@ -43,6 +43,7 @@ from l2o.tasks.denoising.images import (  # noqa: F401  (re-exported: the public
     IMAGE_SUFFIXES,
     builtin_folder,
     centre_crop,
+    check_folder,
     list_images,
     load_builtin,
     load_folder,
@@ -80,6 +81,9 @@ class DenoisingDataConfig:
     :param max_train_side: training images with a longer side above this are
         downscaled to it before the scales are applied (None: kept).
     :param int seed: seed of the val/test noise.
+    :param expect_images: for folders: ``{split: number of images}`` each folder must hold
+        (e.g. ``{train: 400, val: 12, test: 68}``), so that a partial copy stops the data
+        stage; None: not checked. A check, not data: it is left out of the stored config.
     """
 
     source: str = "skimage"
@@ -96,6 +100,7 @@ class DenoisingDataConfig:
     crop: int | None = 256
     max_train_side: int | None = None
     seed: int = 2020
+    expect_images: dict[str, int] | None = None
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -137,12 +142,34 @@ class DenoisingDataConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"data.seed must be an integer >= 0, got {self.seed!r}")
+        if self.expect_images is not None:
+            self.expect_images = _expected_counts(self.expect_images, self.source)
 
     def split_sigmas(self, split: str) -> list[float]:
         """The noise levels of ``split`` ("train", "val" or "test")."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
         return list(getattr(self, f"{split}_sigmas"))
+
+
+def _expected_counts(value, source: str) -> dict[str, int]:
+    """``data.expect_images`` checked: a mapping from splits to image counts >= 1, for folders only."""
+    if source != "folders":
+        raise ValueError("data.expect_images is set but data.source is not 'folders'")
+    if not isinstance(value, dict) or not value or set(value) - set(SPLITS):
+        raise ValueError(f"data.expect_images must map some of {list(SPLITS)} to image counts, got {value!r}")
+    for split, n in value.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"data.expect_images.{split} must be an integer >= 1, got {n!r}")
+    return {split: int(value[split]) for split in SPLITS if split in value}
+
+
+def stored_config(config: DenoisingDataConfig) -> dict:
+    """The config as the dataset file stores it: checks that do not shape the data are left out, so that
+    adding one does not change the data's hash."""
+    out = asdict(config)
+    out.pop("expect_images")
+    return out
 
 
 def _positive_list(values, key: str, what: str) -> list[float]:
@@ -220,11 +247,9 @@ def load_clean_images(config: DenoisingDataConfig) -> dict[str, tuple[list[str],
         return {split: load_builtin(split) for split in SPLITS}
     folders = {split: getattr(config, f"{split}_dir") for split in SPLITS}
     for split, folder in folders.items():
-        list_images(folder, f"data.{split}_dir")
+        check_folder(folder, f"data.{split}_dir", config.expect_images)
     convert = config.color == "convert"
     return {split: load_folder(folder, f"data.{split}_dir", convert) for split, folder in folders.items()}
-
-
 
 
 def build_arrays(config: DenoisingDataConfig) -> tuple[dict[str, np.ndarray], dict]:
@@ -237,7 +262,7 @@ def build_arrays(config: DenoisingDataConfig) -> tuple[dict[str, np.ndarray], di
         "test": (clean["test"][0], [centre_crop(im, config.crop) for im in clean["test"][1]]),
     }
     arrays: dict[str, np.ndarray] = {
-        "config_json": np.asarray(json.dumps(asdict(config), sort_keys=True)),
+        "config_json": np.asarray(json.dumps(stored_config(config), sort_keys=True)),
         "train_scale": np.asarray(train_scales, dtype=np.float64),
     }
     for split, (names, images) in splits.items():

@@ -107,6 +107,25 @@ def list_images(folder, key: str) -> list[Path]:
     return files
 
 
+def check_folder(folder, key: str, expect: dict[str, int] | None = None) -> list[Path]:
+    """The folder's images (:func:`list_images`), checked before any is read: against the folder's
+    ``SHA256SUMS`` when it has one (written by ``l2o fetch-data``: a missing, altered or unlisted
+    file is named), and against ``expect[split]`` images (``data.expect_images``) when given.
+
+    :param str key: the config key naming the folder, ``data.<split>_dir``.
+    """
+    from l2o.checksums import check_folder as check_sums
+
+    files = list_images(folder, key)
+    check_sums(Path(folder), key, IMAGE_SUFFIXES)
+    split = key.removeprefix("data.").removesuffix("_dir")
+    if expect and split in expect and len(files) != expect[split]:
+        few = "only " if len(files) < expect[split] else ""
+        raise ValueError(f"{key}: image folder {folder} holds {few}{len(files)} images, data.expect_images.{split} "
+                         f"says {expect[split]} (a partial copy? `l2o fetch-data` lays out the standard sets)")
+    return files
+
+
 def builtin_folder() -> Path:
     """The folder of the images shipped inside the scikit-image wheel."""
     import skimage

@@ -10,6 +10,7 @@ from l2o.report import plots
 from l2o.report.results import TaskResults
 from l2o.report.sections import figures_section, findings_section, optional_ablations, optional_tradeoff, skeptic_section
 from l2o.report.stats import cell, fmt
+from l2o.tasks.denoising import published
 
 # Paper, Table 6 (mean PSNR on BSD68, dB; 65 and 75 not seen in training).
 PAPER = {
@@ -203,8 +204,10 @@ def setting_text(res: TaskResults) -> list[str]:
               else f"images from {d['train_dir']} (train), {d['val_dir']} (validation), {d['test_dir']} (test)")
     noise = (f"σ drawn per patch from {d['train_sigmas']}" if d["train_sigma_mode"] == "set"
              else f"σ ~ U[0, {max(d['train_sigmas'])}] per patch")
+    kind = (f"Non-blind Gaussian denoising: one network for σ = {d['train_sigmas'][0]:g} alone"
+            if published.nonblind(d) else "Blind Gaussian denoising: one network for every noise level")
     return [
-        f"Blind Gaussian denoising: one network for every noise level, never told σ. Data: {source}; "
+        f"{kind}, never told σ. Data: {source}; "
         f"val/test images centre-cropped to {d['crop']} px" + (" " if d["crop"] else " (full size) ")
         + f"with noise fixed by a seed per image and σ. Training: {d['patch_size']}×{d['patch_size']} "
         f"patches (flips/rotations), {noise}; test σ {d['test_sigmas']} (those not in training are unseen).",
@@ -244,6 +247,7 @@ def sections(res: TaskResults) -> list[tuple[str, list]]:
         findings_section(res, findings(res)),
         *optional_tradeoff(res),
         ("Table 6: mean PSNR (dB) per noise level, ours vs the paper (* = unseen in training)", [table6(res)]),
+        *published.section(res),  # the standard BSD68 table (Zhang et al. 2017) when tested on BSD68
         ("Mean SSIM per noise level", [table6(res, "ssim")]),
         ("Where does the policy stop? Per noise level", [stop_table(res)]),
         *optional_ablations(res),
