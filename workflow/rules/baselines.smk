@@ -17,6 +17,7 @@ rule classical:
     benchmark:
         "benchmarks/{task}/classical.tsv"
     threads: rule_threads("classical")
+    priority: 10
     conda:
         ENV
     script:
@@ -37,6 +38,7 @@ rule baseline:
     benchmark:
         "benchmarks/{task}/seed{seed}/baseline.tsv"
     threads: rule_threads("baseline")
+    priority: 80
     resources:
         gpu=1,
     conda:
@@ -58,6 +60,7 @@ rule matched:
     benchmark:
         "benchmarks/{task}/seed{seed}/matched.tsv"
     threads: rule_threads("matched")
+    priority: 60
     resources:
         gpu=1,
     conda:

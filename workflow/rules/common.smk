@@ -48,6 +48,11 @@ def validate_task_section(name, section):
         raise ValueError(f"config section {name!r} is invalid: {err}") from None
 
 
+# Rule priorities (the `priority:` of each rule): training chains first, so that the longest chains
+# (few-shot classification's evaluation, sparse recovery's baseline -> Stage I -> Stage II) do not start
+# last and run alone; the classical baselines, which nothing waits for but the report, fill the gaps.
+
+
 def rule_threads(rule):
     """The threads of a rule's jobs (config key ``threads.<rule>``)."""
     return int(config["threads"][rule])

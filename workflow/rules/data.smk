@@ -11,6 +11,7 @@ rule data:
     benchmark:
         "benchmarks/{task}/data.tsv"
     threads: rule_threads("data")
+    priority: 100
     conda:
         ENV
     script:

@@ -14,6 +14,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{task}/seed{seed}/evaluate.tsv"
     threads: rule_threads("evaluate")
+    priority: 50
     conda:
         ENV
     script:

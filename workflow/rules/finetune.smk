@@ -12,6 +12,7 @@ rule finetune:
     benchmark:
         "benchmarks/{task}/seed{seed}/finetune.tsv"
     threads: rule_threads("finetune")
+    priority: 40
     resources:
         gpu=1,
     conda:
@@ -35,6 +36,7 @@ rule aevb:
     benchmark:
         "benchmarks/{task}/seed{seed}/aevb.tsv"
     threads: rule_threads("aevb")
+    priority: 40
     resources:
         gpu=1,
     conda:

@@ -11,6 +11,7 @@ rule stage1:
     benchmark:
         "benchmarks/{task}/seed{seed}/stage1.tsv"
     threads: rule_threads("stage1")
+    priority: 80
     resources:
         gpu=1,
     conda:

@@ -13,6 +13,7 @@ rule stage2:
     benchmark:
         "benchmarks/{task}/seed{seed}/stage2.tsv"
     threads: rule_threads("stage2")
+    priority: 60
     resources:
         gpu=1,
     conda:
