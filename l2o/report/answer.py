@@ -92,7 +92,7 @@ def answer_row(res: TaskResults) -> dict:
     share = (100.0 * captured[0] / honest[0] if np.isfinite(honest[0]) and honest[0] >= res.gain_floor
              else float("nan"))
     word, why = verdict(res)
-    row = {"task": res.spec.title.split(" (")[0], f"metric ({unit or m})": f"{m}, rule {rule}",
+    row = {"task": res.spec.title.split(" (")[0], "metric, rule": f"{m}{f' ({unit})' if unit else ''}, {rule}",
            "learned stop": f"{cell(res.summary, stop, 'mixed', m)[0]:.{digits}f}"}
     for label, metric in PAIRS:
         row[label] = _fmt(gain(res, metric), digits)

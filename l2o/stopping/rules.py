@@ -246,7 +246,7 @@ def cross_fitted_index(choose_a: Tensor | np.ndarray, choose_b: Tensor | np.ndar
 def best_fixed_step(value_at: Callable[[int], float], K: int, higher_is_better: bool) -> int:
     """The 0-based candidate whose validation metric is best (ties: the earliest).
 
-    >>> best_fixed_step(lambda k: [3.0, 1.0, 1.0][k], 3, False)
+    >>> best_fixed_step(lambda k: (3.0, 1.0, 1.0)[k], 3, False)
     1
     """
     values = [float(value_at(k)) for k in range(K)]
