@@ -17,7 +17,7 @@ What the released code does, and what we do:
   (``train_sigma_mode: set``), or ``U[0, 55]`` as the paper's text says
   (``uniform``). Pixels are on [0, 1]; sigma is quoted on the 0-255 scale.
 - Validation / test images get noise that is seeded per (seed, split, image,
-  sigma) (:func:`noisy_image`); the released code gives every test image the
+  sigma) (:func:`l2o.tasks.denoising.noise.noisy_image`); the released code gives every test image the
   same noise field, ours does not. Noise is never clipped (as DnCNN).
 
 The dataset file (``.npz``, loadable with ``allow_pickle=False``) holds the
@@ -34,8 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from l2o.io import atomic_path, content_hash, write_json_atomic
 from l2o.tasks.denoising.images import (  # noqa: F401  (re-exported: the public names of the data module)
@@ -54,7 +52,7 @@ from l2o.tasks.denoising.images import (  # noqa: F401  (re-exported: the public
 
 SPLITS = ("train", "val", "test")
 
-# Integer code of each split in the noise RNG's entropy (see noisy_image).
+# Integer code of each split in the noise RNG's entropy (see l2o.tasks.denoising.noise.noisy_image).
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 SOURCES = ("skimage", "folders")
@@ -126,9 +124,9 @@ class DenoisingDataConfig:
             )
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 8:
             raise ValueError(f"data.patch_size must be an integer >= 8, got {self.patch_size!r}")
-        self.train_scales = _positive_list(self.train_scales, "data.train_scales", "scale factor")
+        self.train_scales = positive_list(self.train_scales, "data.train_scales", "scale factor")
         for key in ("train_sigmas", "val_sigmas", "test_sigmas"):
-            setattr(self, key, _positive_list(getattr(self, key), f"data.{key}", "noise level"))
+            setattr(self, key, positive_list(getattr(self, key), f"data.{key}", "noise level"))
         if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 8):
             raise ValueError(f"data.crop must be an integer >= 8 or null, got {self.crop!r}")
         if self.max_train_side is not None and (
@@ -172,7 +170,7 @@ def stored_config(config: DenoisingDataConfig) -> dict:
     return out
 
 
-def _positive_list(values, key: str, what: str) -> list[float]:
+def positive_list(values, key: str, what: str) -> list[float]:
     """``values`` as a non-empty list of positive floats, or a ValueError naming ``key``."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{key} must be a list, got {values!r}")
@@ -372,61 +370,3 @@ def load_dataset(path: Path) -> DenoisingData:
         train=images["train"], val=images["val"], test=images["test"], names=names,
         config=config, data_hash=content_hash(arrays), train_scale=train_scale,
     )
-
-
-# -- noise ----------------------------------------------------------------------------
-
-
-def noisy_image(clean: np.ndarray, sigma: float, seed: int, split: str, index: int) -> np.ndarray:
-    """``clean + (sigma / 255) N(0, 1)``, not clipped, float32; seeded per image and sigma.
-
-    The noise is drawn by ``np.random.default_rng([seed, split code, index,
-    round(1000 sigma)])``, so it differs between images, splits and noise
-    levels and is the same on every call.
-
-    :param ndarray clean: (H, W) image in [0, 1].
-    :param float sigma: noise standard deviation on the 0-255 scale.
-    :param int seed: ``data.seed``.
-    :param str split: "train", "val" or "test".
-    :param int index: the image's index in its split.
-    :return: (H, W) float32.
-
-    >>> x = np.zeros((2, 2), dtype=np.float32)
-    >>> bool(np.array_equal(noisy_image(x, 25, 0, "val", 1), noisy_image(x, 25, 0, "val", 1)))
-    True
-    """
-    if split not in SPLIT_CODES:
-        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_CODES)}")
-    if not sigma >= 0 or int(index) < 0 or int(seed) < 0:
-        raise ValueError(f"noisy_image needs sigma >= 0, index >= 0 and seed >= 0; got {sigma}, {index}, {seed}")
-    rng = np.random.default_rng([int(seed), SPLIT_CODES[split], int(index), int(round(1000 * float(sigma)))])
-    noise = rng.standard_normal(np.shape(clean), dtype=np.float32)
-    return (np.asarray(clean, dtype=np.float32) + np.float32(sigma / 255.0) * noise).astype(np.float32)
-
-
-def eval_set(data: DenoisingData, split: str, sigmas: list[float] | None = None) -> list[dict[str, Tensor]]:
-    """One batch per image of ``split``, holding that image at every noise level.
-
-    :param DenoisingData data: the loaded dataset.
-    :param str split: "val" or "test".
-    :param sigmas: noise levels (0-255 scale); default the split's list in the config.
-    :return: per image ``{"noisy": (S, 1, H, W), "clean": (S, 1, H, W),
-        "sigma": (S,) float32, "image": (S,) long}`` with S = len(sigmas), in
-        the order of ``sigmas``.
-    """
-    if split not in ("val", "test"):
-        raise ValueError(f"eval_set: split must be 'val' or 'test', got {split!r}")
-    key = f"data.{split}_sigmas" if sigmas is None else "sigmas"
-    levels = _positive_list(data.config.split_sigmas(split) if sigmas is None else sigmas, key, "noise level")
-    batches = []
-    for i, clean in enumerate(getattr(data, split)):
-        noisy = np.stack([noisy_image(clean, s, data.config.seed, split, i) for s in levels])
-        S = len(levels)
-        batches.append({
-            "noisy": torch.from_numpy(noisy).unsqueeze(1),
-            "clean": torch.from_numpy(np.repeat(clean[None, None], S, axis=0)),
-            "sigma": torch.tensor(levels, dtype=torch.float32),
-            "image": torch.full((S,), i, dtype=torch.long),
-        })
-    return batches
-

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2o.tasks.denoising.data import SIGMA_MODES, DenoisingData, _positive_list
+from l2o.tasks.denoising.data import SIGMA_MODES, DenoisingData, positive_list
 
 def dihedral_steps(size: int) -> Tensor:
     """Where pixel (i, j) of a transformed ``size`` x ``size`` patch comes from, as affine maps.
@@ -63,7 +63,7 @@ class PatchSampler:
             raise ValueError("PatchSampler needs at least one training image")
         if sigma_mode not in SIGMA_MODES:
             raise ValueError(f"data.train_sigma_mode must be one of {list(SIGMA_MODES)}, got {sigma_mode!r}")
-        self.sigmas = torch.tensor(_positive_list(sigmas, "data.train_sigmas", "noise level"), dtype=torch.float32)
+        self.sigmas = torch.tensor(positive_list(sigmas, "data.train_sigmas", "noise level"), dtype=torch.float32)
         self.sigma_mode = sigma_mode
         P = self.patch_size = int(patch_size)
         shapes = []

@@ -27,7 +27,8 @@ from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.stopping.rules import cross_fitted_index
 from l2o.tasks.base import StopLogits, StoppingTask
 from l2o.tasks.denoising import SPEC
-from l2o.tasks.denoising.data import DenoisingDataConfig, eval_set, load_dataset, write_dataset
+from l2o.tasks.denoising.data import DenoisingDataConfig, load_dataset, write_dataset
+from l2o.tasks.denoising.noise import eval_set
 from l2o.tasks.denoising.patches import PatchSampler
 from l2o.tasks.denoising.metrics import checkerboard_sse, psnr, psnr_of_sse, ssim_per_step
 from l2o.tasks.denoising.policy import PooledLogits, check_kind, fast_in_features

@@ -21,7 +21,8 @@ import numpy as np
 from l2o.config import take_fields
 from l2o.io import content_hash, read_npz, write_json_atomic, write_npz_atomic
 from l2o.tasks.few_shot.regression import LinearConfig, SinusoidConfig
-from l2o.tasks.few_shot.sampler import ClassImages, TaskSamplerConfig, check_int, check_shot_range
+from l2o.tasks.few_shot.class_images import ClassImages
+from l2o.tasks.few_shot.sampler import TaskSamplerConfig, check_int, check_shot_range
 
 SOURCES = ("glyphs", "omniglot", "miniimagenet")
 FAMILIES = ("sinusoid", "linear")
@@ -139,7 +140,7 @@ def class_images(cfg: ClassificationDataConfig) -> ClassImages:
 
 def write_classification_data(cfg: ClassificationDataConfig, out: Path) -> dict:
     """Write the class images, the split and the config to ``out`` (+ JSON sidecar), atomically."""
-    from l2o.tasks.few_shot.sampler import as_class_tensor
+    from l2o.tasks.few_shot.class_images import as_class_tensor
 
     data = class_images(cfg)
     images, counts = as_class_tensor(data.images)

@@ -33,7 +33,7 @@ Images are RGB, resized (shorter side to ``image_size`` = 84, bilinear,
 anti-aliased) and centre-cropped square. No rotation augmentation (the released
 code rotates natural images too: not copied).
 
-Both loaders return :class:`~l2o.tasks.few_shot.sampler.ClassImages`
+Both loaders return :class:`~l2o.tasks.few_shot.class_images.ClassImages`
 (``images`` (C, M, ch, H, W) uint8, or a list of per-class arrays if counts
 differ; ``names``; ``splits``; ``alphabets`` = Omniglot alphabet, or the
 MiniImagenet split). Every folder and list is checked before any image is
@@ -47,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2o.tasks.few_shot.sampler import ClassImages, check_int
+from l2o.tasks.few_shot.class_images import ClassImages
+from l2o.tasks.few_shot.sampler import check_int
 
 OMNIGLOT_FOLDERS = ("images_background", "images_evaluation")
 OMNIGLOT_SPLIT_SIZES = (1100, 100)  # meta-train, meta-val; the rest is meta-test

@@ -4,8 +4,8 @@ A *class-image set* is ``images`` (C, M, ...) (C classes, M instances each;
 uint8 in [0, 255] or float in [0, 1]) or a list of per-class arrays (M_c, ...)
 when the classes have different numbers of instances, with a split
 ``{"train": class indices, "val": ..., "test": ...}``.
-:class:`ClassImages` bundles them; :func:`write_class_images` /
-:func:`load_class_images` store them in an ``.npz`` with a JSON sidecar.
+:class:`~l2o.tasks.few_shot.class_images.ClassImages` bundles them, and
+:mod:`l2o.tasks.few_shot.class_images` stores them in an ``.npz`` with a JSON sidecar.
 
 A task draws ``ways`` distinct classes of one split in a random order (label j
 is the j-th class drawn, so the labelling is a random permutation), one shot
@@ -33,39 +33,20 @@ sets (:func:`fixed_tasks`) draw task i from its own generator seeded by
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from l2o.io import content_hash, read_npz, write_json_atomic, write_npz_atomic
+from l2o.tasks.few_shot.class_images import as_class_tensor, split_class_indices, to_float_images
 
 SPLITS = ("train", "val", "test")
 
 # Integer code of each split in a fixed task set's seed (see task_seed).
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-
-
-class ClassImages(NamedTuple):
-    """Images grouped by class, with a class split (what the sampler draws from).
-
-    :param images: (C, M, ch, H, W) uint8 (0-255) or float (0-1), or a list of C
-        arrays (M_c, ch, H, W) when classes have different instance counts.
-    :param list names: C class names (unique).
-    :param dict splits: ``{"train", "val", "test"}`` -> int64 arrays of class indices.
-    :param list alphabets: C group names (alphabet, script or split) of the classes.
-    """
-
-    images: np.ndarray | list[np.ndarray]
-    names: list[str]
-    splits: dict[str, np.ndarray]
-    alphabets: list[str]
 
 
 # -- config ---------------------------------------------------------------------------
@@ -128,56 +109,6 @@ class TaskSamplerConfig:
     def query_size(self) -> int:
         """Q = ways query_shots."""
         return self.ways * self.query_shots
-
-
-# -- class images as a tensor -----------------------------------------------------------
-
-
-def as_class_tensor(images) -> tuple[Tensor, Tensor]:
-    """Images as one (C, M_max, ...) CPU tensor and per-class instance counts (C,) int64.
-
-    A dense array or tensor is used as is (no copy for numpy); a list of per-class
-    arrays is zero-padded to the largest class (a copy: pass a dense array when
-    you can).
-    """
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("images: the list of classes is empty")
-        arrays = [torch.as_tensor(np.asarray(a)) for a in images]
-        shape = arrays[0].shape[1:]
-        for c, a in enumerate(arrays):
-            if a.ndim < 1 or a.shape[1:] != shape or a.dtype != arrays[0].dtype:
-                raise ValueError(
-                    f"images: class {c} has shape {tuple(a.shape)} {a.dtype}, "
-                    f"expected (M, {', '.join(map(str, shape))}) {arrays[0].dtype}"
-                )
-        counts = torch.tensor([a.shape[0] for a in arrays], dtype=torch.int64)
-        data = arrays[0].new_zeros((len(arrays), int(counts.max()), *shape))
-        for c, a in enumerate(arrays):
-            data[c, : a.shape[0]] = a
-        return data, counts
-    data = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-    if not isinstance(data, Tensor) or data.ndim < 2:
-        raise ValueError(f"images must be a (C, M, ...) array or a list of per-class arrays, got {type(images)}")
-    return data, torch.full((data.shape[0],), data.shape[1], dtype=torch.int64)
-
-
-def to_float_images(x: Tensor) -> Tensor:
-    """uint8 (0-255) -> float32 in [0, 1]; float -> float32 unchanged."""
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255.0)
-    if not x.is_floating_point():
-        raise ValueError(f"images must be uint8 or floating point, got {x.dtype}")
-    return x.to(torch.float32)
-
-
-def _split_classes(classes, n_classes: int, split: str) -> Tensor:
-    cls = torch.as_tensor(np.asarray(classes), dtype=torch.int64).reshape(-1)
-    if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= n_classes):
-        raise ValueError(f"split {split!r}: class indices must be in 0..{n_classes - 1}")
-    if torch.unique(cls).numel() != cls.numel():
-        raise ValueError(f"split {split!r}: class indices are repeated")
-    return cls
 
 
 def _check_split(cls: Tensor, counts: Tensor, config: TaskSamplerConfig, split: str, names) -> None:
@@ -275,7 +206,7 @@ def sample_tasks(
     """
     check_int(batch_size, "batch_size", 1)
     data, counts = as_class_tensor(images)
-    cls = _split_classes(classes, data.shape[0], split)
+    cls = split_class_indices(classes, data.shape[0], split)
     _check_split(cls, counts, config, split, names)
     draws = _draw_indices(counts, cls, config, int(batch_size), generator)
     return _assemble(data, *draws, config)
@@ -311,7 +242,7 @@ def iter_fixed_tasks(
     check_int(n_tasks, "n_tasks", 1)
     check_int(chunk, "chunk", 1)
     data, counts = as_class_tensor(images)
-    cls = _split_classes(classes, data.shape[0], split)
+    cls = split_class_indices(classes, data.shape[0], split)
     _check_split(cls, counts, config, split, names)
     for lo in range(0, n_tasks, chunk):
         draws = [
@@ -342,93 +273,3 @@ def fixed_tasks(
     :return: ``ceil(n_tasks / chunk)`` batches (the last may be smaller).
     """
     return list(iter_fixed_tasks(images, classes, config, n_tasks, seed, chunk, split=split, names=names))
-
-
-# -- the class-image file -----------------------------------------------------------------
-
-
-def write_class_images(data: ClassImages, out: Path, meta: dict | None = None) -> dict:
-    """Write ``data`` to ``out`` (.npz, no pickles) and a JSON sidecar, both atomically.
-
-    Arrays: ``images`` (C, M_max, ...) (zero-padded if classes differ in size),
-    ``counts`` (C,) int64, ``names`` and ``alphabets`` (C,) str, ``split/<name>``
-    int64. The sidecar ``out.with_suffix(".json")`` holds ``hash`` (the content
-    hash, :func:`load_class_images`'s ``data_hash``), ``classes`` and
-    ``alphabets`` per split, image shape and dtype, and ``meta``.
-
-    :return: the sidecar's contents.
-    """
-    tensor, counts = as_class_tensor(data.images)
-    images = tensor.numpy()
-    C = images.shape[0]
-    if len(data.names) != C or len(data.alphabets) != C:
-        raise ValueError(f"write_class_images: {C} classes but {len(data.names)} names, {len(data.alphabets)} alphabets")
-    if len(set(data.names)) != C:
-        raise ValueError("write_class_images: class names are not unique")
-    arrays = {
-        "images": images,
-        "counts": counts.numpy(),
-        "names": np.asarray(data.names, dtype=str),
-        "alphabets": np.asarray(data.alphabets, dtype=str),
-    }
-    for split, idx in data.splits.items():
-        arrays[f"split/{split}"] = _split_classes(idx, C, split).numpy()
-    out = Path(out)
-    write_npz_atomic(arrays, out)
-    sidecar = {
-        "hash": content_hash(arrays),
-        "image_shape": list(images.shape[2:]),
-        "dtype": str(images.dtype),
-        "instances": {"min": int(counts.min()), "max": int(counts.max())},
-        "splits": {
-            split: {
-                "classes": len(idx),
-                "alphabets": sorted({data.alphabets[int(c)] for c in idx}),
-            }
-            for split, idx in data.splits.items()
-        },
-        "meta": meta or {},
-    }
-    write_json_atomic(sidecar, out.with_suffix(".json"))
-    return sidecar
-
-
-def load_class_images(path: Path) -> tuple[ClassImages, str]:
-    """Read a file of :func:`write_class_images`: ``(ClassImages, data_hash)``.
-
-    ``images`` comes back dense when every class has the same count, else as a
-    list of per-class arrays. Errors name the file.
-    """
-    arrays = read_npz(path, "few-shot image file")
-    missing = [k for k in ("images", "counts", "names", "alphabets") if k not in arrays]
-    if missing:
-        raise ValueError(f"few-shot image file {path} lacks arrays {missing}")
-    images, counts = arrays["images"], arrays["counts"]
-    C = images.shape[0]
-    if counts.shape != (C,) or len(arrays["names"]) != C or len(arrays["alphabets"]) != C:
-        raise ValueError(f"few-shot image file {path}: counts/names/alphabets do not match {C} classes")
-    splits = {k.split("/", 1)[1]: v.astype(np.int64) for k, v in arrays.items() if k.startswith("split/")}
-    if np.all(counts == images.shape[1]):
-        per_class: np.ndarray | list[np.ndarray] = images
-    else:
-        per_class = [images[c, : int(counts[c])] for c in range(C)]
-    data = ClassImages(
-        images=per_class,
-        names=[str(n) for n in arrays["names"]],
-        splits=splits,
-        alphabets=[str(a) for a in arrays["alphabets"]],
-    )
-    return data, content_hash(arrays)
-
-
-def describe(data: ClassImages) -> str:
-    """One line per split: classes, instances and alphabets (for logs)."""
-    lines = []
-    _, counts = as_class_tensor(data.images)
-    for split, idx in data.splits.items():
-        alph = sorted({data.alphabets[int(c)] for c in idx})
-        n = counts[torch.as_tensor(np.asarray(idx), dtype=torch.int64)]
-        lines.append(
-            f"{split}: {len(idx)} classes, {int(n.sum())} images, alphabets {json.dumps(alph)}"
-        )
-    return "\n".join(lines)

@@ -21,12 +21,11 @@ from l2o.tasks.denoising.data import (
     DenoisingDataConfig,
     builtin_folder,
     centre_crop,
-    eval_set,
     load_clean_images,
     load_dataset,
-    noisy_image,
     write_dataset,
 )
+from l2o.tasks.denoising.noise import eval_set, noisy_image
 from l2o.tasks.denoising.patches import PatchSampler, dihedral
 
 SMALL_BUILTIN = dict(max_train_side=128, crop=64, train_scales=[1.0, 0.7])

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from l2o.tasks.few_shot.class_images import load_class_images
+from l2o.tasks.few_shot.glyph_classes import glyph_distances
 from l2o.tasks.few_shot.glyphs import (
     GlyphConfig,
     build_glyph_dataset,
-    glyph_distances,
     list_fonts,
     render_clean,
     render_notdef,
     write_glyph_dataset,
 )
-from l2o.tasks.few_shot.sampler import load_class_images
 
 SMALL = {"instances_per_class": 4, "image_size": 16, "max_classes_per_script": 3}
 

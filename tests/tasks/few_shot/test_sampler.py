@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from l2o.tasks.few_shot.sampler import (
-    ClassImages,
-    TaskSamplerConfig,
-    fixed_tasks,
-    iter_fixed_tasks,
-    load_class_images,
-    sample_tasks,
-    task_seed,
-    write_class_images,
-)
+from l2o.tasks.few_shot.class_images import ClassImages, load_class_images, write_class_images
+from l2o.tasks.few_shot.sampler import TaskSamplerConfig, fixed_tasks, iter_fixed_tasks, sample_tasks, task_seed
 
 C, M = 14, 8
 SPLITS = {"train": np.arange(0, 8), "val": np.arange(8, 11), "test": np.arange(11, 14)}
