@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.batch1_examples) for name in tasks]
     result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-              "command": "python -m bench.early_exit " + " ".join(argv or []), "tasks": results}
+              "command": " ".join(["python -m bench.early_exit", *(sys.argv[1:] if argv is None else argv)]),
+              "tasks": results}
     markdown = render(result)
     path = save_result(args.out, "early-exit", result, markdown)
     print(markdown)

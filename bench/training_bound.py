@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         measure_maml(config["few_shot_classification"], Path(tmp), args.repeats)]
     result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-              "command": "python -m bench.training_bound " + " ".join(argv or []), "measurements": measurements}
+              "command": " ".join(["python -m bench.training_bound", *(sys.argv[1:] if argv is None else argv)]),
+              "measurements": measurements}
     markdown = render(result)
     path = save_result(args.out, "training-bound", result, markdown)
     print(markdown)

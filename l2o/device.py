@@ -18,14 +18,19 @@ def resolve_device(name: str | None = None) -> str:
 
 
 def set_threads(threads: int | None) -> None:
-    """The job's CPU threads (None: leave as is): ``torch.set_num_threads`` if torch is imported,
-    else ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, which torch reads when it is (a job that never
-    needs torch does not pay for importing it; torch then caps the count at the CPU's cores)."""
+    """The job's CPU threads (None: leave as is), for every thread pool in the process: torch's
+    (``torch.set_num_threads`` if torch is imported), the BLAS and OpenMP pools already loaded
+    (numpy's OpenBLAS spins its idle threads, which takes a core from the job beside it:
+    threadpoolctl), and through ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS``
+    those loaded later (torch itself when a job imports it after this; BM3D's library)."""
     import sys
 
     if not threads:
         return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(int(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
-    else:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(int(threads))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(threads))

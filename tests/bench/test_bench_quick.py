@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
-    sys.path.insert(0, str(REPO))
-
-from bench import run  # noqa: E402
-from bench.config import Options, Sizes  # noqa: E402
-from bench.flops import lista_forward_flops, training_flops  # noqa: E402
-from bench.load import CpuLoad, LoadGuard, LoadRefused  # noqa: E402
-from bench.report import write_results  # noqa: E402
-from bench.training import build_training_step, run_training_worker  # noqa: E402
+from bench import run
+from bench.config import Options, Sizes
+from bench.flops import lista_forward_flops, training_flops
+from bench.load import CpuLoad, LoadGuard, LoadRefused
+from bench.report import evaluate_targets, write_results
+from bench.training import build_training_step, run_training_worker
 
 TINY = Sizes(
     m=8, n=16, T=4, hidden=(8, 4), batch_baseline=16, batch_stage1=16, batch_stage2=8,
@@ -96,6 +91,9 @@ def test_inference_and_time_to_accuracy(results):
     assert 1 <= tta["fista"]["steps"] <= TINY.fista_max_steps
     if tta["fista"]["reached"]:
         assert tta["fista"]["nmse_db"] <= tta["lista_stop"]["nmse_db"] + 1e-9
+    else:  # FISTA ran out of steps short of LISTA-stop's NMSE
+        assert tta["fista"]["steps"] == TINY.fista_max_steps
+        assert tta["fista"]["nmse_db"] > tta["lista_stop"]["nmse_db"]
     assert len(tta["grid"]) == len(TINY.fista_L_grid) * len(TINY.fista_rho_grid)
 
 
@@ -104,12 +102,33 @@ def test_snakemake_structure(results):
     assert timing_ok(sm["timing"], TINY.snakemake_repeats) and sm["nothing_to_be_done"]
 
 
+def test_snakemake_that_has_work_to_do_is_not_reported_as_idle():
+    """The idle check reads snakemake's own words: a run that printed anything else is not idle."""
+    busy = {"prepare": lambda dest: {"first_run_s": 0.0},
+            "command": [sys.executable, "-c", "print('Job stats: 1 job to run')"]}
+    opts = Options(in_process=True, load_interval=0.0, quick=True,
+                   skip=("matmul", "training", "inference", "time_to_accuracy"))
+    out = run.run_suite(TINY, opts, probe=FakeLoad(0.0), snakemake_kwargs=busy)
+    assert out["snakemake"]["nothing_to_be_done"] is False
+
+
 def test_targets(results):
     rows = results["targets"]
     assert len(rows) == 5
     for row in rows:
-        assert row["status"] in ("met", "NOT met") and isinstance(row["met"], bool)
-        assert row["value"] is not None
+        assert isinstance(row["value"], float | int) and isinstance(row["met"], bool)
+        assert row["status"] == ("met" if row["met"] else "NOT met")
+
+
+def test_targets_compare_the_value_with_the_threshold():
+    """Each target is met exactly when its value passes its threshold, and "not measured" without one."""
+    sizes = {"batch_stage1": 8}
+    results = {"sizes": sizes, "training": {"stage1": {"ratio_to_bound": 1.3, "peak_rss_mib": 100.0},
+                                            "stage2_speedup": {"median": 3.0}},
+               "inference": {"efficiency": 0.79}, "snakemake": {"timing": {"median": 2.9}}}
+    assert [r["status"] for r in evaluate_targets(results)] == ["NOT met", "met", "NOT met", "met", "met"]
+    del results["inference"]
+    assert evaluate_targets(results)[2]["status"] == "not measured"
 
 
 def test_written_json_and_markdown(results, tmp_path):

@@ -4,14 +4,8 @@ orders costs as it should, and the files are written."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
-    sys.path.insert(0, str(REPO))
-
-from bench.denoising import conv_flops, dncnn_flops, main  # noqa: E402
+from bench.denoising import conv_flops, dncnn_flops, main
 
 
 def test_flop_model():

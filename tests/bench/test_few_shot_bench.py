@@ -4,14 +4,8 @@ fresh processes, the files are written."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
-    sys.path.insert(0, str(REPO))
-
-from bench.few_shot import main  # noqa: E402
+from bench.few_shot import main
 
 
 def test_quick_run_writes_results(tmp_path):

@@ -6,18 +6,12 @@ than sqlite waits is retried, not a failed job."""
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `bench` lives at the repository root, outside the package
-    sys.path.insert(0, str(REPO))
-
-from bench.tracking_load import run_load  # noqa: E402
+from bench.tracking_load import run_load
 
 pytestmark = pytest.mark.workflow
 
