@@ -12,7 +12,8 @@ with several, over seeds. The verdict:
   depth, each beyond its interval;
 * **does not pay** -- it is worse than one of them beyond the interval, or it is not better and
   there is nothing to capture (the honest oracle's gain over step T is below the task's gain
-  floor, beyond its interval);
+  floor, beyond its interval), or there is a gain to capture (the honest oracle's, beyond its
+  interval) and the interval of the learned stop's gain over step T excludes half of it;
 * **not resolved** -- anything else: the intervals do not decide.
 """
 
@@ -66,6 +67,13 @@ def verdict(res: TaskResults) -> tuple[str, str]:
     if np.isfinite(honest[0]) and np.isfinite(honest[1]) and honest[0] + honest[1] < res.gain_floor:
         return "does not pay", (f"not better than {rivals[0][0]}, and an honest oracle gains at most "
                                 f"{honest[0] + honest[1]:.2g} over step T (< {res.gain_floor:g}): nothing to capture")
+    captured = gain(res, "diff_vs_last")
+    if (resolved(*honest) and honest[0] > 0 and np.isfinite(captured[1])
+            and captured[0] + captured[1] < 0.5 * honest[0]):
+        # the interval excludes capturing half of a gain that is really there
+        return "does not pay", (f"not better than {rivals[0][0]}, and it captures at most "
+                                f"{100 * max(captured[0] + captured[1], 0) / honest[0]:.0f}% of the honest "
+                                f"oracle's gain over step T")
     return "not resolved", "the intervals include zero"
 
 

@@ -41,6 +41,9 @@ def test_gains_are_signed_so_that_positive_is_better():
     ({"diff_vs_best_depth": (0.4, 0.1), "diff_vs_condition_depth": (-0.3, 0.1)}, "does not pay"),
     ({"diff_vs_best_depth": (0.0, 0.02), "honest_gain": (0.05, 0.03)}, "does not pay"),  # nothing to capture
     ({"diff_vs_best_depth": (0.1, 0.3), "honest_gain": (0.9, 0.2)}, "not resolved"),
+    # a real gain (0.9 ± 0.2) of which the interval allows at most 0.3 + 0.1 = 44% to be captured
+    ({"diff_vs_best_depth": (0.1, 0.3), "honest_gain": (0.9, 0.2), "diff_vs_last": (0.3, 0.1)}, "does not pay"),
+    ({"diff_vs_best_depth": (0.1, 0.3), "honest_gain": (0.9, 0.2), "diff_vs_last": (0.3, 0.3)}, "not resolved"),
 ])
 def test_verdict(diffs, word):
     res = results(diffs, higher=True)

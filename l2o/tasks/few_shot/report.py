@@ -115,6 +115,12 @@ def findings(res: TaskResults) -> list[str]:
         statement = trend_statement(what, by_shots)
         if statement:
             out.append(statement)
+    medians = {name: v(method, "mse_task_median" + reading) for name, method, reading in (
+        ("MAML", "maml", ""), ("MAML-stop", "maml_stop", ""), ("MAML-stop's network at step T", "maml_stop", "_last"),
+        ("the honest oracle", "maml_stop", "_oracle_honest"))}
+    if any(np.isfinite(x) for x in medians.values()):
+        out.append("Median over the test tasks (robust to a task that blew up): "
+                   + ", ".join(f"{k} {x:.3f}" for k, x in medians.items() if np.isfinite(x)) + ".")
     out.append(divergence_finding(v))
     return out
 
@@ -163,6 +169,8 @@ def divergence_finding(v) -> str:
                 "MAML-stop's network, by step T": v("maml_stop", "diverged_pct_last"),
                 "by its stop": v("maml_stop", "diverged_pct")}
     readings = {k: x for k, x in readings.items() if np.isfinite(x)}
+    if not readings:
+        return "Whether an inner loop blew up was not recorded in this evaluation."
     if not any(x > 0 for x in readings.values()):
         return "No test task's inner loop blew up."
     return ("Test tasks whose inner SGD blew up (the exploding step rejected: the task keeps its parameters, as a "

@@ -371,13 +371,14 @@ class FewShotRegressionTask(FewShotTask):
         return {k: v[rows, idx] for k, v in components.items()}
 
     def summarise(self, components: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, float]:
-        """Mean noise-free MSE over tasks, its 95% interval (``mse_ci95``) and median (``mse_median``,
-        robust to the odd task that blew up), the mean error on the noisy query points
+        """Mean noise-free MSE over tasks, its 95% interval (``mse_ci95``) and median over tasks
+        (``mse_task_median``, robust to the odd task that blew up; not ``mse_median``, the median
+        stop rule's reading), the mean error on the noisy query points
         (``query_mse``), and the % of tasks whose inner loop had diverged (``diverged_pct``)."""
         mean, ci = mean_ci95(components["mse"], weights)
         out = {"mse": mean, "mse_ci95": ci}
         if weights is None:
-            out["mse_median"] = float(np.median(components["mse"]))
+            out["mse_task_median"] = float(np.median(components["mse"]))
         if "query_mse" in components:
             out["query_mse"] = mean_ci95(components["query_mse"], weights)[0]
         return {**out, **_diverged_pct(components, weights)}

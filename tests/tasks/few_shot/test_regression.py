@@ -175,3 +175,19 @@ def test_honest_oracle_chooses_on_noisy_points_and_scores_noise_free():
              "diverged": np.zeros((1, 3))}
     honest = FewShotRegressionTask.honest_oracle(None, comps)
     assert honest["mse"].tolist() == [3.0]
+
+
+def test_summary_names_do_not_collide_with_the_stop_rules_readings():
+    """Each reading of a stopping model is summarised as ``<name><suffix>`` (suffix ``_median`` for the
+    median stop rule): the robust median over tasks must have a name of its own, or the report's
+    "median rule" row silently reads (and averages) both."""
+    import numpy as np
+
+    from l2o.stopping.rules import RULES
+    from l2o.tasks.few_shot.task import FewShotRegressionTask
+
+    summary = FewShotRegressionTask.summarise(None, {"mse": np.array([1.0, 2.0, 30.0]),
+                                                     "query_mse": np.array([1.0, 2.0, 3.0])})
+    assert summary["mse_task_median"] == 2.0
+    suffixed = {f"{name}_{rule}" for name in summary for rule in RULES}
+    assert not suffixed & set(summary)
