@@ -35,6 +35,32 @@ def _mean(curves: list[dict], method: str, key: str) -> np.ndarray:
     return np.mean([c[method][key] for c in curves], axis=0)
 
 
+def over_steps(curves: list[dict], method: str, key: str, absent: float) -> tuple[np.ndarray, np.ndarray]:
+    """A per-candidate quantity of each seed (``c[method][key]``, one value per candidate step) laid
+    out over the steps 1..T and averaged over seeds, which may have chosen different candidates.
+
+    ``absent`` is a step's value where it is not one of a seed's candidates: 0 for a probability
+    mass (a seed that cannot stop there puts none there), NaN for a metric (left out of that step's
+    mean). -> ``(steps (K',), mean (K',))`` over the steps some seed has as a candidate.
+
+    >>> seeds = [{"m": {"candidate_steps": [2, 3], "q": [0.5, 0.5], "stop_histogram": [0, 1, 1]}},
+    ...          {"m": {"candidate_steps": [3], "q": [1.0], "stop_histogram": [0, 0, 2]}}]
+    >>> over_steps(seeds, "m", "q", 0.0)
+    (array([2, 3]), array([0.25, 0.75]))
+    >>> over_steps([{"m": {**s["m"], "f": s["m"]["q"]}} for s in seeds], "m", "f", float("nan"))[1]
+    array([0.5 , 0.75])
+    """
+    T = len(curves[0][method]["stop_histogram"])
+    rows = np.full((len(curves), T), absent, dtype=float)
+    for row, c in zip(rows, curves):
+        row[np.asarray(c[method]["candidate_steps"], dtype=int) - 1] = c[method][key]
+    used = np.zeros(T, dtype=bool)
+    for c in curves:
+        used[np.asarray(c[method]["candidate_steps"], dtype=int) - 1] = True
+    mean = np.nanmean(rows[:, used], axis=0) if np.isnan(absent) else rows[:, used].mean(axis=0)
+    return np.arange(1, T + 1)[used], mean
+
+
 def stop_histogram(res: TaskResults, label: Callable[[str], str]) -> Path | None:
     """Fig. 4a: the stop-step distribution over the test set (mean q_φ and deterministic stops)."""
     methods = res.stopping_methods()
@@ -43,8 +69,7 @@ def stop_histogram(res: TaskResults, label: Callable[[str], str]) -> Path | None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.2), squeeze=False)
     for ax, m in zip(axes[0], methods):
-        steps = res.curves[0][m]["candidate_steps"]
-        ax.bar(steps, _mean(res.curves, m, "q_mean"), color="tab:blue", alpha=0.8, label="mean q_φ(t)")
+        ax.bar(*over_steps(res.curves, m, "q_mean", 0.0), color="tab:blue", alpha=0.8, label="mean q_φ(t)")
         hist = _mean(res.curves, m, "stop_histogram")
         T = len(hist)
         ax.step(np.arange(1, T + 1), hist / max(hist.sum(), 1), where="mid", color="tab:red",
@@ -66,7 +91,7 @@ def q_weighted(res: TaskResults, label: Callable[[str], str], ylabel: str) -> Pa
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for m in methods:
-        ax.plot(res.curves[0][m]["candidate_steps"], _mean(res.curves, m, key), "o-", label=label(m))
+        ax.plot(*over_steps(res.curves, m, key, float("nan")), "o-", label=label(m))
     ax.set_xlabel("step t")
     ax.set_ylabel(f"q-weighted {ylabel}")
     ax.legend(fontsize=8)
