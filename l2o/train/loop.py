@@ -108,6 +108,7 @@ def fit(
     progress: bool = True,
     higher_is_better: bool = False,
     validate_at_start: bool = False,
+    start_is_candidate: bool = True,
 ) -> FitResult:
     """Train the parameters of ``modules`` that require grad; keep the best on validation.
 
@@ -116,8 +117,10 @@ def fit(
     :param validate: () -> metrics dict; ``metrics[score_key]`` is minimised (maximised
         with ``higher_is_better``).
     :param validate_at_start: also validate the untrained start (iteration 0): a reference point
-        and a candidate of the selection (off by default: one validation pass saved; Stage II,
-        whose validation runs only the policy, keeps it).
+        in the history (off by default: one validation pass saved).
+    :param start_is_candidate: whether that start may also be the selected state (a warm start:
+        yes; Stage II's untrained policy: no -- with a rule tuned on validation it can win on
+        noise, and then nothing learned is reported as learned).
     :return: the best score and its iteration, the history; ``modules`` hold the best state.
     """
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -145,7 +148,7 @@ def fit(
         else:
             log.warning("%s: ignoring checkpoint %s from another configuration", stage, ckpt_path)
 
-    def evaluate(iteration: int, train_loss: float | None) -> None:
+    def evaluate(iteration: int, train_loss: float | None, candidate: bool = True) -> None:
         nonlocal best
         for mod in modules.values():
             mod.eval()
@@ -159,7 +162,8 @@ def fit(
             log.warning("%s: validation %s is %s at iteration %d", stage, score_key, score, iteration)
         row = {"iteration": iteration, "train_loss": train_loss, **metrics}
         history.append(row)
-        if best is None or (score > best["score"] if higher_is_better else score < best["score"]):
+        better = best is None or (score > best["score"] if higher_is_better else score < best["score"])
+        if candidate and better:
             best = {
                 "score": score,
                 "iteration": iteration,
@@ -173,7 +177,7 @@ def fit(
 
     t0 = time.perf_counter() - elapsed
     if validate_at_start and start == 0 and not history:
-        evaluate(0, None)  # the untrained start, for reference
+        evaluate(0, None, candidate=start_is_candidate)  # the untrained start, for reference
 
     running, count = 0.0, 0
     bar = _progress(range(start + 1, optim.iterations + 1), stage, start, optim.iterations, progress)

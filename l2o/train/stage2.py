@@ -144,7 +144,8 @@ def run(
         generator=make_generator(seed, "stage2"),
         tracker=tracker,
         progress=progress,
-        validate_at_start=True,  # the policy alone: cheap, and an untrained policy is a fair candidate
+        validate_at_start=True,  # the untrained policy under the same rule: a reference in the history,
+        start_is_candidate=False,  # not a candidate (it won on noise in both few-shot tasks, Run 10)
     )
     finish_stage(out, stage="stage2", task=job, net=net, policy=pol, result=result, tracker=tracker,
                  config={"policy": policy, "stage2": stage2, "seed": seed}, candidate_steps=candidates,

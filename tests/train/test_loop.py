@@ -107,6 +107,20 @@ def test_modules_hold_the_best_state_not_the_last(tmp_path):
     assert not all(torch.equal(model.state_dict()[k], snapshots[-1][k]) for k in snapshots[-1])
 
 
+def test_a_start_that_is_no_candidate_is_a_reference_only(tmp_path):
+    """Stage II's untrained policy: validated (in the history) but never the selected state, even
+    when it scores best."""
+    model = make_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = iter([0.5, 3.0, 1.0, 2.0, 4.0])  # the start is best; among the trained, iteration 10
+
+    result = run_fit(model, tmp_path / "w", validate=lambda: {"val_mse": next(scores)}, validate_at_start=True,
+                     start_is_candidate=False)
+    assert [r["iteration"] for r in result.history] == [0, 5, 10, 15, 20]
+    assert result.best_iteration == 10 and result.best_score == 1.0
+    assert not all(torch.equal(model.state_dict()[k], start[k]) for k in start)
+
+
 @pytest.mark.parametrize("kill_at", [13, 11, 20])
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, kill_at):
     reference = make_model()
