@@ -47,7 +47,8 @@ def over_steps(curves: list[dict], method: str, key: str, absent: float) -> tupl
     ...          {"m": {"candidate_steps": [3], "q": [1.0], "stop_histogram": [0, 0, 2]}}]
     >>> over_steps(seeds, "m", "q", 0.0)
     (array([2, 3]), array([0.25, 0.75]))
-    >>> over_steps([{"m": {**s["m"], "f": s["m"]["q"]}} for s in seeds], "m", "f", float("nan"))[1]
+    >>> metric = [{"m": dict(s["m"], f=s["m"].get("q"))} for s in seeds]
+    >>> over_steps(metric, "m", "f", float("nan"))[1]
     array([0.5 , 0.75])
     """
     T = len(curves[0][method]["stop_histogram"])
