@@ -1,10 +1,15 @@
-"""Many writers at once: 32 concurrent Snakemake jobs log to one store, through
+"""Many writers at once: concurrent Snakemake jobs log to one store, through
 ``l2o mlflow-server`` and through sqlite; no run, param or metric is lost or doubled
 (bench/tracking_load.py counts the store's own tables). And a store locked for longer
-than sqlite waits is retried, not a failed job."""
+than sqlite waits is retried, not a failed job.
+
+Eight writers here (more than the cores, so they contend for the store; 2.5 min of the suite
+went to 32); the 32- and 64-writer loads are a benchmark (``python -m bench.tracking_load``,
+recorded in bench/results/tracking-load-*.json), or set ``L2O_TRACKING_LOAD_JOBS=32``."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -15,18 +20,19 @@ from bench.tracking_load import run_load
 
 pytestmark = pytest.mark.workflow
 
-LOAD = dict(jobs=32, params=20, metric_keys=5, steps=10)
+JOBS = int(os.environ.get("L2O_TRACKING_LOAD_JOBS", "8"))
+LOAD = dict(jobs=JOBS, params=20, metric_keys=5, steps=10)
 
 
 @pytest.mark.parametrize("store", ["sqlite", "server"])
-def test_32_concurrent_jobs_lose_and_double_nothing(store, tmp_path):
+def test_concurrent_jobs_lose_and_double_nothing(store, tmp_path):
     figures = run_load(store, folder=tmp_path / store, server_workers=4, **LOAD)
     assert figures["snakemake_rc"] == 0, figures.get("snakemake_tail")
     assert figures["failed_jobs"] == 0 and figures["problems"] == []
-    assert figures["runs_written"] == figures["runs_expected"] == 33
-    assert figures["params_written"] == figures["params_expected"] == 32 * 20
-    assert figures["metric_rows_written"] == figures["metric_rows_expected"] == 32 * 50
-    assert figures["statuses"] == {"FINISHED": 33}
+    assert figures["runs_written"] == figures["runs_expected"] == JOBS + 1  # and the parent run
+    assert figures["params_written"] == figures["params_expected"] == JOBS * 20
+    assert figures["metric_rows_written"] == figures["metric_rows_expected"] == JOBS * 50
+    assert figures["statuses"] == {"FINISHED": JOBS + 1}
 
 
 def test_a_store_locked_longer_than_sqlite_waits_is_retried(mlflow_store):
