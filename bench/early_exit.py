@@ -25,17 +25,14 @@ passes after a warm-up.
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from bench.save import save_result
+from bench.save import record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -178,14 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure_task(name, config.get(name, {}), args.runs, Path(tmp), args.repeats,
                                 args.batch1_examples) for name in tasks]
-    result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-              "command": " ".join(["python -m bench.early_exit", *(sys.argv[1:] if argv is None else argv)]),
-              "tasks": results}
-    markdown = render(result)
-    path = save_result(args.out, "early-exit", result, markdown)
-    print(markdown)
-    print(f"written {path}")
+    record(args.out, "early-exit", "bench.early_exit", argv, {"tasks": results}, render)
     return 0
 
 

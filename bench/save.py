@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -14,4 +18,24 @@ def save_result(out: Path, name: str, result: dict, markdown: str) -> Path:
     path = out / f"{name}-{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / f"{name}-latest.md").write_text(markdown)
+    return path
+
+
+def record(out: Path, name: str, module: str, argv: list[str] | None, body: dict,
+           render: Callable[[dict], str]) -> Path:
+    """A benchmark's result with its header (``when``, ``machine``, the ``command`` as run), rendered,
+    saved with :func:`save_result` and printed; returns the JSON's path.
+
+    :param module: the benchmark's module (``bench.early_exit``), for the command line.
+    :param argv: the arguments it was given (None: this process's own).
+    """
+    import torch
+
+    result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
+              "command": " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)]), **body}
+    markdown = render(result)
+    path = save_result(out, name, result, markdown)
+    print(markdown)
+    print(f"written {path}")
     return path

@@ -24,19 +24,15 @@ autograd and its bookkeeping, batch norm, pooling, element-wise work, Python.
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from bench.save import save_result
-from bench.timing import summarise
+from bench.save import record
+from bench.timing import time_repeats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -87,25 +83,9 @@ def maml_iteration_flops(channels: int, image: int, ways: int, shots: list[int],
 
 
 def best_rate(fn, flops: int, repeats: int) -> float:
+    """FLOP/s of ``fn`` at its fastest of ``repeats`` timed calls (one untimed first), without grad."""
     with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return flops / min(times)
-
-
-def time_iterations(step, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        step()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - t0)
-    return summarise(samples)
+        return flops / time_repeats(fn, 1, repeats, "cpu")["min"]
 
 
 def measure_denoising(section: dict, workdir: Path, repeats: int) -> dict:
@@ -130,7 +110,7 @@ def measure_denoising(section: dict, workdir: Path, repeats: int) -> dict:
         loss.backward()
         opt.step()
 
-    timing = time_iterations(step, 2, repeats)
+    timing = time_repeats(step, 2, repeats, "cpu")
     m = section["model"]
     flops = dncnn_iteration_flops(int(m["layers"]), int(m["channels"]), m.get("head", "conv2"), P, B)
     C = int(m["channels"])
@@ -166,7 +146,7 @@ def measure_maml(section: dict, workdir: Path, repeats: int) -> dict:
         loss.backward()
         opt.step()
 
-    timing = time_iterations(step, 2, repeats)
+    timing = time_repeats(step, 2, repeats, "cpu")
     d, m = section["data"], section["model"]
     C, H = int(net.net.config.channels), int(net.net.config.image_size)
     flops = maml_iteration_flops(C, H, int(d["ways"]), list(d["shots"]), int(d["query_shots"]), int(m["num_steps"]), B)
@@ -206,14 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         measurements = [measure_denoising(config["denoising"], Path(tmp), args.repeats),
                         measure_maml(config["few_shot_classification"], Path(tmp), args.repeats)]
-    result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-              "command": " ".join(["python -m bench.training_bound", *(sys.argv[1:] if argv is None else argv)]),
-              "measurements": measurements}
-    markdown = render(result)
-    path = save_result(args.out, "training-bound", result, markdown)
-    print(markdown)
-    print(f"written {path}")
+    record(args.out, "training-bound", "bench.training_bound", argv, {"measurements": measurements}, render)
     return 0
 
 
