@@ -29,53 +29,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 
 from l2o.models.meta_nets import MetaNetConfig, build_meta_net
+from l2o.models.task_losses import LOSSES, masked_mean, per_example_loss
 from l2o.models.step_model import StepModel
 
-LOSSES = ("ce", "mse")
 #: width of the step summaries a MAML carry holds after its state (:meth:`MAML.summarize`)
 SUMMARY_SIZE = 3
-
-
-def per_example_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
-    """Loss of every example: (..., N, out) outputs -> (..., N).
-
-    :param Tensor outputs: (..., N, out) logits (``ce``) or predictions (``mse``).
-    :param Tensor targets: ``ce``: long labels broadcastable to (..., N);
-        ``mse``: floats broadcastable to (..., N, out).
-    :param str kind: ``ce`` (cross-entropy) or ``mse`` (squared error, mean over ``out``).
-
-    >>> per_example_loss(torch.zeros(2, 3), torch.tensor([0, 2]), "ce")
-    tensor([1.0986, 1.0986])
-    >>> per_example_loss(torch.ones(2, 1), torch.zeros(2, 1), "mse")
-    tensor([1., 1.])
-    """
-    if kind == "ce":
-        lead = outputs.shape[:-1]
-        logits = outputs.reshape(-1, outputs.shape[-1])
-        return F.cross_entropy(logits, targets.expand(lead).reshape(-1), reduction="none").reshape(lead)
-    if kind == "mse":
-        return (outputs - targets).square().mean(-1)
-    raise ValueError(f"model.loss must be one of {LOSSES}, got {kind!r}")
-
-
-def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over the last dim of ``values`` (..., N) weighted by a 0/1 ``mask`` (..., N).
-
-    A row with no real example gives 0.
-
-    >>> masked_mean(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1.0, 1.0, 0.0]))
-    tensor(2.)
-    """
-    if mask is None:
-        return values.mean(-1)
-    mask = mask.to(values.dtype)
-    values = torch.where(mask > 0, values, torch.zeros_like(values))  # no 0 * inf = nan
-    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1e-12)
 
 
 @dataclass

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from l2o.models.maml import MAML, MAMLConfig, per_example_loss
+from l2o.models.maml import MAML, MAMLConfig
+from l2o.models.task_losses import per_example_loss
 from l2o.models.step_model import take_rows
 
 F64 = torch.float64

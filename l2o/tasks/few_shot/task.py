@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from l2o.config import take_fields
-from l2o.models.maml import MAML, MAMLConfig, masked_mean, per_example_loss
+from l2o.models.maml import MAML, MAMLConfig
+from l2o.models.task_losses import masked_mean, per_example_loss
 from l2o.stopping.rules import cross_fitted_index, oracle_index
 from l2o.models.stop_policy import StopPolicy, StopPolicyConfig
 from l2o.tasks.base import FeatureLogits, StopLogits, StoppingTask
