@@ -20,7 +20,10 @@ from bench.tracking_load import run_load
 
 pytestmark = pytest.mark.workflow
 
-JOBS = int(os.environ.get("L2O_TRACKING_LOAD_JOBS", "8"))
+_JOBS = os.environ.get("L2O_TRACKING_LOAD_JOBS", "8")
+if not _JOBS.isdigit() or int(_JOBS) < 1:
+    raise ValueError(f"L2O_TRACKING_LOAD_JOBS must be a positive whole number of writers, got {_JOBS!r}")
+JOBS = int(_JOBS)
 LOAD = dict(jobs=JOBS, params=20, metric_keys=5, steps=10)
 
 
